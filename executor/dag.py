@@ -1,0 +1,250 @@
+"""From a Ray DAG to a ``Graph``: the stored, replayable form of a workflow.
+
+A ``Graph`` holds each task's function (pickled once, by value for user code), its
+argument template with ``Upstream`` markers where other tasks' outputs go, and its
+options. Task ids are deterministic, so resuming the stored graph finds the same ids:
+``module.qualname`` for the first task of a function, then ``_1``, ``_2`` (Ray Workflows'
+scheme); a continuation's tasks nest under the task that returned it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import sysconfig
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import cloudpickle
+from ray.dag import DAGNode, FunctionNode, InputAttributeNode, InputNode
+from ray.dag.input_node import DAGInputData
+
+from executor.errors import InvalidInputError
+from executor.options import TaskOptions, split_options
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where another task's output goes in an argument template."""
+
+    task_id: str
+
+
+@dataclass
+class TaskSpec:
+    task_id: str
+    name: str
+    function_key: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    ray_options: dict[str, Any]
+    options: TaskOptions
+    upstream: list[str]
+    #: "function", or a built-in kind such as "sleep" or "event" (see ``executor.events``).
+    kind: str = "function"
+
+
+@dataclass
+class Graph:
+    tasks: dict[str, TaskSpec]
+    output: str
+    #: function key -> cloudpickled function; each function is pickled once.
+    functions: dict[str, bytes] = field(default_factory=dict)
+
+
+_STDLIB = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
+_SITE = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+_pickled: weakref.WeakKeyDictionary[Callable[..., Any], tuple[str, bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _is_user_module(module_name: str) -> bool:
+    """User code (a script, a dags folder, a test) is stored by value so a fresh process
+    or a node that never saw the file can run it; installed libraries go by reference."""
+    if module_name == "__main__" or module_name.split(".")[0] in ("executor", "scheduler", "web"):
+        return module_name == "__main__"
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    if not path:
+        return False
+    return not any(path.startswith(root) for root in _STDLIB | _SITE)
+
+
+def pickle_function(func: Callable[..., Any]) -> tuple[str, bytes]:
+    try:
+        return _pickled[func]
+    except (KeyError, TypeError):
+        pass
+    module_name = getattr(func, "__module__", None) or "__main__"
+    if module_name != "__main__" and _is_user_module(module_name):
+        cloudpickle.register_pickle_by_value(sys.modules[module_name])
+    data = cloudpickle.dumps(func)
+    entry = (hashlib.sha1(data).hexdigest()[:20], data)
+    try:
+        _pickled[func] = entry
+    except TypeError:
+        pass
+    return entry
+
+
+def function_name(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '__main__')}.{getattr(func, '__qualname__', repr(func))}"
+
+
+class _Namer:
+    def __init__(self, prefix: str | None) -> None:
+        self.prefix = prefix
+        self.counts: dict[str, int] = {}
+        self.taken: set[str] = set()
+
+    def name(self, base: str, explicit: str | None) -> str:
+        if explicit is not None:
+            task_id = explicit if self.prefix is None else f"{self.prefix}/{explicit}"
+            if task_id in self.taken:
+                raise InvalidInputError(f"Duplicate task_id {explicit!r} in one workflow")
+        else:
+            if self.prefix is not None:
+                base = f"{self.prefix}/{base.rsplit('.', 1)[-1]}"
+            count = self.counts.get(base, 0)
+            task_id = base if count == 0 else f"{base}_{count}"
+            while task_id in self.taken:
+                count += 1
+                task_id = f"{base}_{count}"
+            self.counts[base] = count + 1
+        self.taken.add(task_id)
+        return task_id
+
+
+def _children(value: Any) -> list[DAGNode]:
+    found: list[DAGNode] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, DAGNode):
+            found.append(item)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            for x in item:
+                walk(x)
+        elif isinstance(item, dict):
+            for x in item.values():
+                walk(x)
+
+    walk(value)
+    return found
+
+
+def _substitute(value: Any, replace: Callable[[DAGNode], Any]) -> Any:
+    if isinstance(value, DAGNode):
+        return replace(value)
+    if isinstance(value, list):
+        return [_substitute(x, replace) for x in value]
+    if isinstance(value, tuple):
+        return tuple(_substitute(x, replace) for x in value)
+    if isinstance(value, (set, frozenset)):
+        return type(value)(_substitute(x, replace) for x in value)
+    if isinstance(value, dict):
+        return {k: _substitute(x, replace) for k, x in value.items()}
+    return value
+
+
+def _input_value(node: DAGNode, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Ray's own rules: one positional input is itself, otherwise a DAGInputData."""
+    value = args[0] if len(args) == 1 and not kwargs else DAGInputData(*args, **kwargs)
+    if isinstance(node, InputNode):
+        return value
+    key = node._key
+    if isinstance(value, DAGInputData) or isinstance(key, int):
+        return value[key]
+    if node._accessor_method == "__getattr__":
+        return getattr(value, key)
+    return value[key]
+
+
+def build_graph(
+    dag: Any,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    prefix: str | None = None,
+) -> Graph:
+    """Turn a DAG whose output is a ``FunctionNode`` into a ``Graph``.
+
+    ``prefix`` is the task id of the task that returned this DAG as a continuation.
+    """
+    if not isinstance(dag, FunctionNode):
+        what = type(dag).__name__
+        raise InvalidInputError(
+            f"Expected a Ray DAG (a remote function's .bind(...)), got {what}"
+        )
+    kwargs = kwargs or {}
+    namer = _Namer(prefix)
+    graph_tasks: dict[str, TaskSpec] = {}
+    functions: dict[str, bytes] = {}
+    ids: dict[int, str] = {}
+
+    # Post-order without recursion, so a chain of thousands of tasks converts too.
+    stack: list[tuple[DAGNode, bool]] = [(dag, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if id(node) in ids:
+            continue
+        if isinstance(node, (InputNode, InputAttributeNode)):
+            continue
+        if not isinstance(node, FunctionNode):
+            raise InvalidInputError(
+                f"Unsupported DAG node {type(node).__name__}: workflows take remote functions"
+            )
+        children = [
+            c
+            for c in _children((node._bound_args, node._bound_kwargs))
+            if not isinstance(c, (InputNode, InputAttributeNode))
+        ]
+        if not expanded:
+            stack.append((node, True))
+            stack.extend((c, False) for c in reversed(children) if id(c) not in ids)
+            continue
+        graph_tasks_spec = _task_spec(node, namer, ids, functions, args, kwargs)
+        ids[id(node)] = graph_tasks_spec.task_id
+        graph_tasks[graph_tasks_spec.task_id] = graph_tasks_spec
+    return Graph(tasks=graph_tasks, output=ids[id(dag)], functions=functions)
+
+
+def _task_spec(
+    node: FunctionNode,
+    namer: _Namer,
+    ids: dict[int, str],
+    functions: dict[str, bytes],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> TaskSpec:
+    task_options, ray_options = split_options(node._bound_options)
+    func = node._body
+    kind = getattr(func, "__gnomon_kind__", "function")
+    name = getattr(func, "__gnomon_name__", None) or function_name(func)
+    task_id = namer.name(name, task_options.task_id)
+    upstream: list[str] = []
+
+    def replace(child: DAGNode) -> Any:
+        if isinstance(child, (InputNode, InputAttributeNode)):
+            return _input_value(child, args, kwargs)
+        upstream_id = ids[id(child)]
+        if upstream_id not in upstream:
+            upstream.append(upstream_id)
+        return Upstream(upstream_id)
+
+    bound_args = _substitute(tuple(node._bound_args), replace)
+    bound_kwargs = _substitute(dict(node._bound_kwargs), replace)
+    key, data = pickle_function(func)
+    functions[key] = data
+    return TaskSpec(
+        task_id=task_id,
+        name=name,
+        function_key=key,
+        args=bound_args,
+        kwargs=bound_kwargs,
+        ray_options=ray_options,
+        options=task_options,
+        upstream=upstream,
+        kind=kind,
+    )

@@ -1,0 +1,84 @@
+"""Gnomon's one error hierarchy.
+
+Everything here can be raised inside a Ray task or a Ray actor, so every class
+pickles: ``__reduce__`` keeps the constructor arguments and the chained cause,
+which plain exception pickling drops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorkflowError(Exception):
+    """Base class of every error Gnomon raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__, self.__cause__))
+
+
+def _rebuild(cls: type, args: tuple, state: dict, cause: BaseException | None) -> BaseException:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    error.__cause__ = cause
+    return error
+
+
+class WorkflowNotFoundError(WorkflowError):
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"No workflow {workflow_id!r}")
+        self.workflow_id = workflow_id
+
+
+class TaskNotFoundError(WorkflowError):
+    def __init__(self, workflow_id: str, task_id: str) -> None:
+        super().__init__(f"No task {task_id!r} in workflow {workflow_id!r}")
+        self.workflow_id = workflow_id
+        self.task_id = task_id
+
+
+class WorkflowExecutionError(WorkflowError):
+    """A task failed; the task's own exception is chained as ``__cause__``."""
+
+    def __init__(self, workflow_id: str, reason: str = "") -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"Workflow {workflow_id!r} failed{detail}")
+        self.workflow_id = workflow_id
+
+
+class WorkflowCancellationError(WorkflowError):
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"Workflow {workflow_id!r} was canceled")
+        self.workflow_id = workflow_id
+
+
+class WorkflowNotResumableError(WorkflowError):
+    def __init__(self, workflow_id: str, why: str = "") -> None:
+        detail = f": {why}" if why else ""
+        super().__init__(f"Workflow {workflow_id!r} cannot be resumed{detail}")
+        self.workflow_id = workflow_id
+
+
+class WorkflowStillActiveError(WorkflowError):
+    def __init__(self, workflow_id: str, operation: str = "delete") -> None:
+        super().__init__(f"Cannot {operation} workflow {workflow_id!r}: it is still active")
+        self.workflow_id = workflow_id
+
+
+class CheckpointError(WorkflowError):
+    """A task's output could not be made durable (unpicklable, blob store unwritable)."""
+
+
+class InvalidInputError(WorkflowError, ValueError):
+    """The caller passed something Gnomon cannot accept (not a DAG, a bad filter, bad JSON)."""
+
+
+class DatabaseUnavailableError(WorkflowError):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"Database {url} is unavailable: {reason}")
+        self.url = url

@@ -1,0 +1,88 @@
+"""``workflow.options``: per-task workflow options carried inside Ray's own options.
+
+Ray Workflows stored them under Ray's ``_metadata`` option, so
+``f.options(**workflow.options(...))`` and ``@workflow.options(...)`` both work; Ray
+2.48 dropped ``_metadata`` from its option table, so importing Gnomon registers it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray._common import ray_option_utils
+from ray.remote_function import RemoteFunction
+
+from executor.errors import InvalidInputError
+
+#: The key Ray Workflows used inside ``_metadata``.
+WORKFLOW_OPTIONS = "workflow.io/options"
+VALID = {"task_id", "metadata", "catch_exceptions", "checkpoint"}
+
+ray_option_utils.task_options.setdefault("_metadata", ray_option_utils.Option((dict, type(None))))
+
+
+class options:  # noqa: N801 - the Ray Workflows name, used as a decorator too
+    """Workflow options of a task: ``task_id``, ``metadata``, ``catch_exceptions``,
+    ``checkpoint``. Unpack into ``f.options(**...)`` or decorate a remote function."""
+
+    def __init__(self, **workflow_options: Any) -> None:
+        unknown = set(workflow_options) - VALID
+        if unknown:
+            raise InvalidInputError(
+                f"Invalid workflow option(s) {sorted(unknown)}; valid ones are {sorted(VALID)}"
+            )
+        metadata = workflow_options.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidInputError("Workflow option 'metadata' must be a dict")
+        self.options = {"_metadata": {WORKFLOW_OPTIONS: workflow_options}}
+
+    def keys(self) -> tuple[str, ...]:
+        return ("_metadata",)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.options[key]
+
+    def __call__(self, f: RemoteFunction) -> RemoteFunction:
+        if not isinstance(f, RemoteFunction):
+            raise InvalidInputError("workflow.options decorates Ray remote functions only")
+        merged = dict(f._default_options.get("_metadata") or {})
+        merged.update(self.options["_metadata"])
+        f._default_options["_metadata"] = merged
+        return f
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What the executor does with a task beyond running it."""
+
+    task_id: str | None = None
+    user_metadata: dict[str, Any] = field(default_factory=dict)
+    catch_exceptions: bool = False
+    checkpoint: bool = True
+    #: Application errors are retried only if this is True or matches the error type.
+    retry_exceptions: bool | tuple[type[BaseException], ...] = False
+    max_retries: int = 3
+
+
+def split_options(ray_options: dict[str, Any]) -> tuple[TaskOptions, dict[str, Any]]:
+    """Separate workflow options from the Ray options the task is submitted with."""
+    ray_options = dict(ray_options)
+    metadata = ray_options.pop("_metadata", None) or {}
+    workflow_options = metadata.get(WORKFLOW_OPTIONS, {})
+    retry = ray_options.pop("retry_exceptions", False)
+    max_retries = ray_options.get("max_retries", 3)
+    if isinstance(retry, list):
+        retry = tuple(retry)
+    task_options = TaskOptions(
+        task_id=workflow_options.get("task_id"),
+        user_metadata=dict(workflow_options.get("metadata") or {}),
+        catch_exceptions=bool(workflow_options.get("catch_exceptions", False)),
+        checkpoint=bool(workflow_options.get("checkpoint", True)),
+        retry_exceptions=retry,
+        max_retries=-1 if max_retries is None else int(max_retries),
+    )
+    # Ray retries system failures (a dead worker); the executor retries application errors
+    # itself, so it can record every attempt and honour catch_exceptions after the last one.
+    ray_options["retry_exceptions"] = False
+    return task_options, ray_options

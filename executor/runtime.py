@@ -1,0 +1,280 @@
+"""What runs inside Ray workers: one workflow task, checkpointed.
+
+Each task is submitted with its upstream ObjectRefs as arguments, so Ray moves data
+worker to worker and schedules the graph itself. The wrapper here runs the user's
+function, retries application errors when asked, writes the checkpoint and the task's
+row in one transaction, and expands continuations.
+
+A task that returned a continuation returns ``Continued(ref)``, where ``ref`` is the
+continuation's output. A downstream task that receives one follows it; if the value is
+not ready yet it re-submits itself with the ref as an argument (``_defer``) instead of
+blocking a worker, so continuations hold no CPU while they wait.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray import cloudpickle
+
+from executor.checkpoint import make_checkpoint, preview
+from executor.config import StoreConfig, handles
+from executor.errors import CheckpointError, InvalidInputError
+from executor.options import TaskOptions
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """Everything a worker needs to run and record one task; small, pickled per call."""
+
+    config: StoreConfig
+    workflow_id: str
+    task_id: str
+    options: TaskOptions
+    ray_options: dict[str, Any] = field(default_factory=dict)
+    #: Tasks whose continuations end in this one; they finish when it does.
+    completes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Continued:
+    """The output of a task that returned a continuation: follow ``ref``."""
+
+    ref: ray.ObjectRef
+
+
+class Continuation:
+    """``workflow.continuation(dag)`` returned from inside a task."""
+
+    def __init__(self, dag: Any) -> None:
+        self.dag = dag
+
+
+_current_task: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "gnomon_task", default=None
+)
+
+
+def current_task() -> TaskContext | None:
+    return _current_task.get()
+
+
+@contextmanager
+def _running(ctx: TaskContext) -> Iterator[None]:
+    token = _current_task.set(ctx)
+    try:
+        yield
+    finally:
+        _current_task.reset(token)
+
+
+# ------------------------------------------------------------------ start notices
+
+
+class _StartNotices:
+    """RUNNING marks, written in batches by a background thread.
+
+    A task that finishes before its mark is flushed records its start in its finish
+    write instead, so a short task costs one transaction, not two.
+    """
+
+    #: How long a start may wait before it is written.
+    DELAY = 0.2
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[StoreConfig, str, str], float] = {}
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def started(self, ctx: TaskContext, at: float) -> None:
+        with self._lock:
+            self._pending[(ctx.config, ctx.workflow_id, ctx.task_id)] = at
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name="gnomon-start-notices")
+                self._thread.start()
+        self._wake.set()
+
+    def finished(self, ctx: TaskContext) -> bool:
+        """Forget the task's start; True if it had already been written."""
+        with self._flushing, self._lock:
+            return self._pending.pop((ctx.config, ctx.workflow_id, ctx.task_id), None) is None
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.DELAY)
+            self._wake.clear()
+            with self._flushing:
+                with self._lock:
+                    batch, self._pending = self._pending, {}
+                grouped: dict[tuple[StoreConfig, str], list[tuple[str, float]]] = {}
+                for (config, workflow_id, task_id), at in batch.items():
+                    grouped.setdefault((config, workflow_id), []).append((task_id, at))
+                for (config, workflow_id), started in grouped.items():
+                    try:
+                        handles(config)[0].tasks_started(workflow_id, started)
+                    except Exception:  # a status mark is advisory; the finish write is not
+                        pass
+
+
+_notices = _StartNotices()
+
+
+# ------------------------------------------------------------------ the task
+
+
+_functions: dict[str, Any] = {}
+
+
+def _load_function(key: str, data: Any) -> Any:
+    func = _functions.get(key)
+    if func is None:
+        func = cloudpickle.loads(data)
+        _functions[key] = func
+    return func
+
+
+def _follow(value: Any) -> tuple[Any, bool]:
+    """Follow a chain of ``Continued`` as far as it is ready; (value or ref, ready)."""
+    while isinstance(value, Continued):
+        ready, _ = ray.wait([value.ref], timeout=0, fetch_local=False)
+        if not ready:
+            return value.ref, False
+        value = ray.get(value.ref)
+    return value, True
+
+
+def _resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple, dict, bool]:
+    all_ready = True
+    new_args = []
+    for arg in args:
+        value, ready = _follow(arg)
+        all_ready &= ready
+        new_args.append(value)
+    new_kwargs = {}
+    for key, arg in kwargs.items():
+        value, ready = _follow(arg)
+        all_ready &= ready
+        new_kwargs[key] = value
+    return tuple(new_args), new_kwargs, all_ready
+
+
+def run_task(ctx: TaskContext, function_key: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+    args, kwargs, ready = _resolve(args, kwargs)
+    if not ready:
+        # Ray waits for the refs now in the arguments; no worker blocks meanwhile.
+        ref = submit_task(ctx, function_key, function, args, kwargs)
+        return Continued(ref)
+
+    func = _load_function(function_key, function)
+    store, blobs = handles(ctx.config)
+    options = ctx.options
+    started = time.time()
+    _notices.started(ctx, started)
+    attempts = 0
+    error: BaseException | None = None
+    with _running(ctx):
+        while True:
+            attempts += 1
+            try:
+                result = func(*args, **kwargs)
+                break
+            except Exception as caught:
+                if _should_retry(options, caught, attempts):
+                    continue
+                if options.catch_exceptions:
+                    result, error = None, caught
+                    break
+                flushed = _notices.finished(ctx)
+                store.task_failed(
+                    ctx.workflow_id,
+                    ctx.task_id,
+                    _describe(caught),
+                    started,
+                    attempts - (1 if flushed else 0),
+                )
+                raise
+    if options.catch_exceptions:
+        result = (result, error)
+    flushed = _notices.finished(ctx)
+    delta = attempts - (1 if flushed else 0)
+    if isinstance(result, Continuation):
+        return _continue(ctx, result, started, delta)
+    checkpoint = None
+    try:
+        if options.checkpoint:
+            checkpoint = make_checkpoint(result, "value", blobs, ctx.workflow_id, ctx.task_id)
+    except CheckpointError as failure:
+        store.task_failed(ctx.workflow_id, ctx.task_id, failure.message, started, delta)
+        raise
+    store.task_finished(
+        ctx.workflow_id,
+        ctx.task_id,
+        checkpoint,
+        preview(result),
+        started,
+        delta,
+        completes=ctx.completes,
+    )
+    return result
+
+
+def _should_retry(options: TaskOptions, error: Exception, attempts: int) -> bool:
+    retry = options.retry_exceptions
+    if retry is False or (retry is not True and not isinstance(error, retry)):
+        return False
+    return options.max_retries < 0 or attempts <= options.max_retries
+
+
+def _describe(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _continue(ctx: TaskContext, continuation: Continuation, started: float, delta: int) -> Any:
+    from executor.dag import build_graph
+    from executor.graph_runner import GraphRunner, new_task_rows
+
+    store, blobs = handles(ctx.config)
+    try:
+        graph = build_graph(continuation.dag, prefix=ctx.task_id)
+    except InvalidInputError as bad:
+        store.task_failed(ctx.workflow_id, ctx.task_id, bad.message, started, delta)
+        raise
+    checkpoint = make_checkpoint(graph, "continuation", blobs, ctx.workflow_id, ctx.task_id)
+    store.task_finished(
+        ctx.workflow_id,
+        ctx.task_id,
+        checkpoint,
+        None,
+        started,
+        delta,
+        new_tasks=new_task_rows(graph, parent_task_id=ctx.task_id),
+    )
+    runner = GraphRunner(ctx.config, ctx.workflow_id)
+    return Continued(runner.submit(graph, completes=(ctx.task_id, *ctx.completes)))
+
+
+_remote_run_task = ray.remote(run_task)
+_with_options: dict[str, Any] = {}
+
+
+def submit_task(
+    ctx: TaskContext, function_key: str, function: Any, args: tuple, kwargs: dict
+) -> ray.ObjectRef:
+    key = repr(sorted(ctx.ray_options.items()))
+    remote = _with_options.get(key)
+    if remote is None:
+        remote = _remote_run_task.options(**ctx.ray_options)
+        _with_options[key] = remote
+    return remote.remote(ctx, function_key, function, *args, **kwargs)

@@ -1,0 +1,44 @@
+"""Workflow and task statuses, as string enums so they store and print as themselves."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class WorkflowStatus(str, Enum):
+    #: An owner holds the lease and is executing it.
+    RUNNING = "RUNNING"
+    #: Submitted or resumed, not yet picked up by an owner.
+    PENDING = "PENDING"
+    SUCCESSFUL = "SUCCESSFUL"
+    #: A task failed; resumable once the cause is fixed.
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    #: Nothing alive runs it any more (its owner died or its lease expired).
+    RESUMABLE = "RESUMABLE"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class TaskStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    #: Returned a continuation; finishes when the continuation's output does.
+    CONTINUED = "CONTINUED"
+    #: Suspended in ``sleep`` or ``wait_for_event``.
+    WAITING = "WAITING"
+    SUCCESSFUL = "SUCCESSFUL"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Statuses in which some process may still be working on the workflow.
+ACTIVE = frozenset({WorkflowStatus.RUNNING, WorkflowStatus.PENDING})
+#: Statuses a workflow can be resumed from.
+RESUMABLE_FROM = frozenset(
+    {WorkflowStatus.FAILED, WorkflowStatus.RESUMABLE, WorkflowStatus.CANCELED}
+)

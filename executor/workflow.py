@@ -1,0 +1,370 @@
+"""The public API: Ray Workflows' ``workflow`` module, name for name, on current Ray.
+
+    from executor import workflow   # was: from ray import workflow
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+import ray
+from ray.dag import DAGNode
+
+from executor.checkpoint import dumps, read_checkpoint
+from executor.config import StoreConfig, handles
+from executor.dag import build_graph
+from executor.errors import (
+    InvalidInputError,
+    TaskNotFoundError,
+    WorkflowCancellationError,
+    WorkflowError,
+    WorkflowExecutionError,
+    WorkflowNotFoundError,
+    WorkflowNotResumableError,
+    WorkflowStillActiveError,
+)
+from executor.graph_runner import new_task_rows
+from executor.manager import manager_for
+from executor.options import options
+from executor.runtime import Continuation, current_task
+from executor.status import ACTIVE, RESUMABLE_FROM, WorkflowStatus
+from executor.store import SqlStore
+from executor.store.migrate import upgrade
+
+__all__ = [
+    "WorkflowCancellationError",
+    "WorkflowError",
+    "WorkflowExecutionError",
+    "WorkflowNotFoundError",
+    "WorkflowNotResumableError",
+    "WorkflowStatus",
+    "WorkflowStillActiveError",
+    "cancel",
+    "continuation",
+    "delete",
+    "get_metadata",
+    "get_output",
+    "get_output_async",
+    "get_status",
+    "init",
+    "list_all",
+    "options",
+    "resume",
+    "resume_all",
+    "resume_async",
+    "run",
+    "run_async",
+]
+
+_config: StoreConfig | None = None
+
+
+def init(database_url: str | None = None, *, storage: str | None = None) -> StoreConfig:
+    """Choose the database and blob store, migrate the schema, and make sure Ray is up.
+
+    Uses the Ray already initialised in this process, else joins ``$RAY_ADDRESS``, else
+    starts a local Ray. Defaults: ``$GNOMON_DATABASE_URL`` or SQLite at
+    ``~/.gnomon/gnomon.db``; ``$GNOMON_STORAGE`` or ``~/.gnomon/blobs``.
+    """
+    global _config
+    config = StoreConfig.resolve(database_url, storage)
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=True)
+    store, _ = handles(config)
+    upgrade(store)
+    _config = config
+    return config
+
+
+def _ensure() -> tuple[StoreConfig, SqlStore]:
+    if _config is None:
+        init()
+    assert _config is not None
+    return _config, handles(_config)[0]
+
+
+def _check_id(workflow_id: Any) -> str:
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise InvalidInputError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
+    if len(workflow_id) > 255:
+        raise InvalidInputError("workflow_id is longer than 255 characters")
+    return workflow_id
+
+
+def _check_metadata(metadata: Any) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidInputError("metadata must be a dict")
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(f"metadata must be JSON-serializable: {error}") from None
+    return metadata
+
+
+# ------------------------------------------------------------------- running
+
+
+def run(dag: DAGNode, *args: Any, workflow_id: str | None = None,
+        metadata: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Run a workflow to completion and return its output."""
+    return _get(run_async(dag, *args, workflow_id=workflow_id, metadata=metadata, **kwargs))
+
+
+def run_async(dag: DAGNode, *args: Any, workflow_id: str | None = None,
+              metadata: dict[str, Any] | None = None, **kwargs: Any) -> ray.ObjectRef:
+    """Start a workflow; ``ray.get`` the returned ref for its output.
+
+    Running an id that already exists returns its stored output, or resumes it.
+    """
+    return submit(dag, args, kwargs, workflow_id=workflow_id, metadata=metadata)
+
+
+def submit(
+    dag: Any,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    workflow_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    name: str | None = None,
+    trigger: str = "manual",
+) -> ray.ObjectRef:
+    """``run_async`` with the scheduler's extras: a workflow name and a trigger label."""
+    config, store = _ensure()
+    graph = build_graph(dag, args, kwargs or {})
+    metadata = _check_metadata(metadata)
+    if workflow_id is None:
+        workflow_id = f"{graph.tasks[graph.output].name.rsplit('.', 1)[-1]}.{uuid.uuid4().hex[:12]}"
+    _check_id(workflow_id)
+    data = dumps(graph)
+    blob = None
+    if len(data) > (1 << 20):
+        blob = handles(config)[1].put(workflow_id, "graph", data)
+    created = store.create_workflow(
+        workflow_id,
+        name or graph.tasks[graph.output].name.rsplit(".", 1)[-1],
+        None if blob else data,
+        blob,
+        graph.output,
+        new_task_rows(graph),
+        metadata,
+        trigger=trigger,
+    )
+    if created:
+        return manager_for(config).run.remote(workflow_id, None if blob else data, True)
+    return _existing(workflow_id)
+
+
+def _existing(workflow_id: str) -> ray.ObjectRef:
+    config, store = _ensure()
+    status = store.get_workflow(workflow_id).status
+    if status == WorkflowStatus.SUCCESSFUL:
+        return get_output_async(workflow_id)
+    if status in ACTIVE:
+        return manager_for(config).output.remote(workflow_id)
+    return resume_async(workflow_id)
+
+
+def _get(ref: ray.ObjectRef) -> Any:
+    """``ray.get`` that raises Gnomon's own errors, not Ray's wrappers around them."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:
+        cause = error.cause
+        if isinstance(cause, WorkflowError):
+            raise cause from cause.__cause__
+        raise
+
+
+# ------------------------------------------------------------------ resuming
+
+
+def resume(workflow_id: str) -> Any:
+    return _get(resume_async(workflow_id))
+
+
+def resume_async(workflow_id: str) -> ray.ObjectRef:
+    """Resume a FAILED, RESUMABLE or CANCELED workflow; finished tasks do not run again."""
+    config, store = _ensure()
+    record = store.get_workflow(_check_id(workflow_id))
+    if record.status == WorkflowStatus.SUCCESSFUL:
+        return get_output_async(workflow_id)
+    if record.status not in RESUMABLE_FROM:
+        raise WorkflowStillActiveError(workflow_id, "resume")
+    return manager_for(config).run.remote(workflow_id, None, False)
+
+
+def resume_all(include_failed: bool = False) -> list[tuple[str, ray.ObjectRef]]:
+    """Resume every RESUMABLE workflow (and FAILED ones, if asked)."""
+    _, store = _ensure()
+    wanted = [WorkflowStatus.RESUMABLE]
+    if include_failed:
+        wanted.append(WorkflowStatus.FAILED)
+    resumed = []
+    for record in store.list_workflows(statuses=wanted):
+        try:
+            resumed.append((record.workflow_id, resume_async(record.workflow_id)))
+        except WorkflowError:
+            continue  # another process took it between the listing and now
+    return resumed
+
+
+# ------------------------------------------------------------------- reading
+
+
+def get_output(workflow_id: str, *, task_id: str | None = None) -> Any:
+    return _get(get_output_async(workflow_id, task_id=task_id))
+
+
+def get_output_async(workflow_id: str, *, task_id: str | None = None) -> ray.ObjectRef:
+    """A ref to the workflow's output (or one task's), waiting if it is still running."""
+    config, store = _ensure()
+    record = store.get_workflow(_check_id(workflow_id))
+    target = task_id or record.output_task_id
+    if target is None:
+        raise WorkflowNotResumableError(workflow_id, "it has no output task")
+    task = store.get_task(workflow_id, target)
+    if task.output_task_id is not None:
+        checkpoint = store.load_checkpoint(workflow_id, task.output_task_id)
+        if checkpoint is not None:
+            return ray.put(read_checkpoint(checkpoint, handles(config)[1]))
+    if record.status == WorkflowStatus.FAILED:
+        raise WorkflowExecutionError(workflow_id, _last_line(record.error))
+    if record.status == WorkflowStatus.CANCELED:
+        raise WorkflowCancellationError(workflow_id)
+    if record.status == WorkflowStatus.RESUMABLE:
+        raise WorkflowNotResumableError(
+            workflow_id, "its owner died before it finished; resume it first"
+        ) if task_id else WorkflowExecutionError(workflow_id, "its owner died; resume it")
+    return manager_for(config).output.remote(workflow_id, task_id)
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def get_status(workflow_id: str) -> WorkflowStatus:
+    _, store = _ensure()
+    return store.get_workflow(_check_id(workflow_id)).status
+
+
+def get_metadata(workflow_id: str, task_id: str | None = None) -> dict[str, Any]:
+    """``user_metadata``, ``status`` and ``stats`` (``start_time``, ``end_time``)."""
+    _, store = _ensure()
+    record = store.get_workflow(_check_id(workflow_id))
+    if task_id is None:
+        return {
+            "workflow_id": workflow_id,
+            "name": record.name,
+            "status": record.status,
+            "user_metadata": record.user_metadata,
+            "stats": {"start_time": record.started_at, "end_time": record.ended_at,
+                      "created_time": record.created_at},
+        }
+    task = store.get_task(workflow_id, task_id)
+    return {
+        "workflow_id": workflow_id,
+        "task_id": task_id,
+        "name": task.name,
+        "status": task.status,
+        "attempts": task.attempts,
+        "user_metadata": task.user_metadata,
+        "stats": {"start_time": task.started_at, "end_time": task.ended_at},
+    }
+
+
+def list_all(
+    status_filter: WorkflowStatus | str | set[WorkflowStatus | str] | None = None,
+) -> list[tuple[str, WorkflowStatus]]:
+    _, store = _ensure()
+    statuses = None
+    if status_filter is not None:
+        items = (
+            [status_filter]
+            if isinstance(status_filter, (str, WorkflowStatus))
+            else list(status_filter)
+            if isinstance(status_filter, (set, frozenset, list, tuple))
+            else None
+        )
+        if items is None:
+            raise InvalidInputError(
+                f"status_filter must be a WorkflowStatus, a string or a set of them, "
+                f"got {type(status_filter).__name__}"
+            )
+        statuses = [_parse_status(item) for item in items]
+    return [(r.workflow_id, r.status) for r in store.list_workflows(statuses=statuses)]
+
+
+def _parse_status(value: WorkflowStatus | str) -> WorkflowStatus:
+    if isinstance(value, WorkflowStatus):
+        return value
+    try:
+        return WorkflowStatus(str(value).upper())
+    except ValueError:
+        names = ", ".join(s.value for s in WorkflowStatus)
+        raise InvalidInputError(f"Unknown workflow status {value!r}; use one of {names}") from None
+
+
+# ------------------------------------------------------------------ managing
+
+
+def cancel(workflow_id: str) -> None:
+    """Stop a running workflow; its finished tasks stay checkpointed."""
+    config, store = _ensure()
+    record = store.get_workflow(_check_id(workflow_id))
+    if record.status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
+        return
+    if record.status in ACTIVE:
+        stopped = ray.get(manager_for(config).cancel.remote(workflow_id))
+        if stopped:
+            return
+    # Not running here: mark it; an owner elsewhere sees the mark at its next heartbeat.
+    store.set_status(workflow_id, WorkflowStatus.CANCELED)
+    if record.status not in ACTIVE:
+        store.finish(workflow_id, None, WorkflowStatus.CANCELED)
+
+
+def delete(workflow_id: str) -> None:
+    """Remove a workflow, its tasks and checkpoints; refused while it is active."""
+    config, store = _ensure()
+    record = store.get_workflow(_check_id(workflow_id))
+    if record.status in ACTIVE:
+        raise WorkflowStillActiveError(workflow_id, "delete")
+    store.delete_workflow(workflow_id)
+    handles(config)[1].delete_workflow(workflow_id)
+
+
+# ---------------------------------------------------------------- composing
+
+
+def continuation(dag: DAGNode) -> Any:
+    """Return this from a task to continue the workflow with ``dag``.
+
+    Outside a workflow, the DAG is simply executed and its result returned.
+    """
+    if not isinstance(dag, DAGNode):
+        raise InvalidInputError(
+            f"workflow.continuation takes a DAG (a remote function's .bind(...)), "
+            f"got {type(dag).__name__}"
+        )
+    if current_task() is not None:
+        return Continuation(dag)
+    return ray.get(dag.execute())
+
+
+def wait_for_completion(workflow_id: str, timeout: float = 60.0) -> WorkflowStatus:
+    """Poll until a workflow is no longer active (for tools and tests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = get_status(workflow_id)
+        if status not in ACTIVE or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
