@@ -1,0 +1,96 @@
+"""Session fixtures: one real local Ray, and the store parametrised over SQLite and PostgreSQL.
+
+PostgreSQL: each session creates its own database (``gnomon_test_<pid>``) as the role in
+``$GNOMON_TEST_PG`` (default ``postgresql://gnomon@127.0.0.1:5432/postgres``; `.ci/run`
+creates the role) and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+import sqlalchemy as sa
+
+PG_ADMIN_URL = os.environ.get(
+    "GNOMON_TEST_PG", "postgresql+psycopg://gnomon@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """A local Ray cluster on free ports (Redis holds 6379 here), started once."""
+    context = ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield context.address_info["gcs_address"]
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    name = f"gnomon_test_{os.getpid()}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as error:
+        pytest.fail(f"PostgreSQL is not reachable as {PG_ADMIN_URL}: {error.orig}")
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
+    yield url.render_as_string(hide_password=False)
+    from executor.config import _handles
+
+    for store, _ in list(_handles.values()):
+        store.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'gnomon.db'}"
+
+
+@pytest.fixture(scope="session")
+def blob_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("blobs")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The same test against both databases; both live for the whole session."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def workflow(ray_address: str, database_url: str, blob_root: Path):
+    """``executor.workflow``, initialised on the parametrised database."""
+    from executor import workflow as api
+
+    api.init(database_url, storage=str(blob_root))
+    return api
+
+
+@pytest.fixture
+def store(workflow, database_url: str):
+    from executor.config import StoreConfig, handles
+
+    return handles(StoreConfig.resolve(database_url, workflow._config.storage))[0]
+
+
+@pytest.fixture
+def workflow_id() -> str:
+    """A unique id: the databases are shared by the whole session."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def marks(tmp_path: Path) -> Path:
+    """A directory where tasks leave side-effect files, to count how often each ran."""
+    path = tmp_path / "marks"
+    path.mkdir()
+    return path
