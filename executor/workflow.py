@@ -123,7 +123,9 @@ def run_async(dag: DAGNode, *args: Any, workflow_id: str | None = None,
 
     Running an id that already exists returns its stored output, or resumes it.
     """
-    return submit(dag, args, kwargs, workflow_id=workflow_id, metadata=metadata)
+    ref = submit(dag, args, kwargs, workflow_id=workflow_id, metadata=metadata)
+    assert ref is not None
+    return ref
 
 
 def submit(
@@ -135,8 +137,13 @@ def submit(
     metadata: dict[str, Any] | None = None,
     name: str | None = None,
     trigger: str = "manual",
-) -> ray.ObjectRef:
-    """``run_async`` with the scheduler's extras: a workflow name and a trigger label."""
+    if_exists: str = "resume",
+) -> ray.ObjectRef | None:
+    """``run_async`` with the scheduler's extras: a workflow name and a trigger label.
+
+    ``if_exists="ignore"`` makes submitting an existing id a no-op that returns None
+    (a schedule's tick firing twice); the default returns its output or resumes it.
+    """
     config, store = _ensure()
     graph = build_graph(dag, args, kwargs or {})
     metadata = _check_metadata(metadata)
@@ -159,6 +166,8 @@ def submit(
     )
     if created:
         return manager_for(config).run.remote(workflow_id, None if blob else data, True)
+    if if_exists == "ignore":
+        return None
     return _existing(workflow_id)
 
 
