@@ -77,8 +77,9 @@ class BlobStore:
         url = f"{self.root}/{quote(workflow_id, safe='')}/{quote(name, safe='')}-{uuid.uuid4().hex}"
         try:
             fs, path = fsspec.core.url_to_fs(url)
-            fs.makedirs(os.path.dirname(path) if "://" not in url else path.rsplit("/", 1)[0],
-                        exist_ok=True)
+            fs.makedirs(
+                os.path.dirname(path) if "://" not in url else path.rsplit("/", 1)[0], exist_ok=True
+            )
             with fs.open(path, "wb") as handle:
                 handle.write(data)
         except OSError as error:
@@ -107,8 +108,9 @@ def make_checkpoint(
             f"Output of task {task_id!r} cannot be pickled: {type(error).__name__}: {error}"
         ) from None
     if len(data) > BLOB_THRESHOLD:
-        return Checkpoint(kind=kind, data=None, blob=blobs.put(workflow_id, task_id, data),
-                          size=len(data))
+        return Checkpoint(
+            kind=kind, data=None, blob=blobs.put(workflow_id, task_id, data), size=len(data)
+        )
     return Checkpoint(kind=kind, data=data, blob=None, size=len(data))
 
 

@@ -174,9 +174,7 @@ def build_graph(
     """
     if not isinstance(dag, FunctionNode):
         what = type(dag).__name__
-        raise InvalidInputError(
-            f"Expected a Ray DAG (a remote function's .bind(...)), got {what}"
-        )
+        raise InvalidInputError(f"Expected a Ray DAG (a remote function's .bind(...)), got {what}")
     kwargs = kwargs or {}
     namer = _Namer(prefix)
     graph_tasks: dict[str, TaskSpec] = {}

@@ -100,8 +100,9 @@ class _StartNotices:
         with self._lock:
             self._pending[(ctx.config, ctx.workflow_id, ctx.task_id)] = at
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True,
-                                                name="gnomon-start-notices")
+                self._thread = threading.Thread(
+                    target=self._loop, daemon=True, name="gnomon-start-notices"
+                )
                 self._thread.start()
         self._wake.set()
 

@@ -1,6 +1,6 @@
 """The public API: Ray Workflows' ``workflow`` module, name for name, on current Ray.
 
-    from executor import workflow   # was: from ray import workflow
+from executor import workflow   # was: from ray import workflow
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from executor.config import StoreConfig, handles
 from executor.dag import build_graph
 from executor.errors import (
     InvalidInputError,
-    TaskNotFoundError,
     WorkflowCancellationError,
     WorkflowError,
     WorkflowExecutionError,
@@ -111,14 +110,24 @@ def _check_metadata(metadata: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------- running
 
 
-def run(dag: DAGNode, *args: Any, workflow_id: str | None = None,
-        metadata: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+def run(
+    dag: DAGNode,
+    *args: Any,
+    workflow_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
     """Run a workflow to completion and return its output."""
     return _get(run_async(dag, *args, workflow_id=workflow_id, metadata=metadata, **kwargs))
 
 
-def run_async(dag: DAGNode, *args: Any, workflow_id: str | None = None,
-              metadata: dict[str, Any] | None = None, **kwargs: Any) -> ray.ObjectRef:
+def run_async(
+    dag: DAGNode,
+    *args: Any,
+    workflow_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> ray.ObjectRef:
     """Start a workflow; ``ray.get`` the returned ref for its output.
 
     Running an id that already exists returns its stored output, or resumes it.
@@ -249,9 +258,13 @@ def get_output_async(workflow_id: str, *, task_id: str | None = None) -> ray.Obj
     if record.status == WorkflowStatus.CANCELED:
         raise WorkflowCancellationError(workflow_id)
     if record.status == WorkflowStatus.RESUMABLE:
-        raise WorkflowNotResumableError(
-            workflow_id, "its owner died before it finished; resume it first"
-        ) if task_id else WorkflowExecutionError(workflow_id, "its owner died; resume it")
+        raise (
+            WorkflowNotResumableError(
+                workflow_id, "its owner died before it finished; resume it first"
+            )
+            if task_id
+            else WorkflowExecutionError(workflow_id, "its owner died; resume it")
+        )
     return manager_for(config).output.remote(workflow_id, task_id)
 
 
@@ -275,8 +288,11 @@ def get_metadata(workflow_id: str, task_id: str | None = None) -> dict[str, Any]
             "name": record.name,
             "status": record.status,
             "user_metadata": record.user_metadata,
-            "stats": {"start_time": record.started_at, "end_time": record.ended_at,
-                      "created_time": record.created_at},
+            "stats": {
+                "start_time": record.started_at,
+                "end_time": record.ended_at,
+                "created_time": record.created_at,
+            },
         }
     task = store.get_task(workflow_id, task_id)
     return {

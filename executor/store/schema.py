@@ -54,7 +54,7 @@ tasks = Table(
     metadata,
     Column("workflow_id", ID, primary_key=True),
     Column("task_id", TASK_ID, primary_key=True),
-    Column("seq", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
     Column("name", String(255), nullable=False),
     Column("parent_task_id", TASK_ID, nullable=True),
     Column("upstream", Text, nullable=False, default="[]"),

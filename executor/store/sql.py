@@ -78,6 +78,7 @@ class SqlStore:
     def __init__(self, url: str, engine: Engine) -> None:
         self.url = url
         self.engine = engine
+        self._insert_checkpoint = self._insert_ignoring_duplicates(checkpoints)
 
     # ----------------------------------------------------------------- factory
 
@@ -149,9 +150,7 @@ class SqlStore:
         def insert() -> bool:
             with self._write() as conn:
                 exists = conn.execute(
-                    sa.select(workflows.c.workflow_id).where(
-                        workflows.c.workflow_id == workflow_id
-                    )
+                    sa.select(workflows.c.workflow_id).where(workflows.c.workflow_id == workflow_id)
                 ).first()
                 if exists:
                     return False
@@ -402,57 +401,51 @@ class SqlStore:
 
         ``completes`` are the tasks whose continuations end in this task: they finish
         with it, pointing at its checkpoint. ``new_tasks`` are a continuation's tasks.
+        This is the executor's hot path: its statements are built once, at import.
         """
         now = time.time()
         continued = checkpoint is not None and checkpoint.kind == "continuation"
+        status = TaskStatus.CONTINUED if continued else TaskStatus.SUCCESSFUL
+        finish = {
+            "b_workflow": workflow_id,
+            "b_task": task_id,
+            "b_status": status.value,
+            "b_started": started_at,
+            "b_ended": None if continued else now,
+            "b_delta": attempts_delta,
+            "b_preview": output_preview,
+            "b_output": None if continued or checkpoint is None else task_id,
+        }
 
         def write() -> None:
             with self._write() as conn:
                 if checkpoint is not None:
                     conn.execute(
-                        self._insert_ignoring_duplicates(checkpoints).values(
-                            workflow_id=workflow_id,
-                            task_id=task_id,
-                            kind=checkpoint.kind,
-                            data=checkpoint.data,
-                            blob=checkpoint.blob,
-                            size=checkpoint.size,
-                        )
+                        self._insert_checkpoint,
+                        {
+                            "workflow_id": workflow_id,
+                            "task_id": task_id,
+                            "kind": checkpoint.kind,
+                            "data": checkpoint.data,
+                            "blob": checkpoint.blob,
+                            "size": checkpoint.size,
+                        },
                     )
-                status = TaskStatus.CONTINUED if continued else TaskStatus.SUCCESSFUL
-                conn.execute(
-                    tasks.update()
-                    .where(tasks.c.workflow_id == workflow_id)
-                    .where(tasks.c.task_id == task_id)
-                    .values(
-                        status=status.value,
-                        started_at=sa.func.coalesce(tasks.c.started_at, started_at),
-                        ended_at=None if continued else now,
-                        attempts=tasks.c.attempts + attempts_delta,
-                        output_preview=output_preview,
-                        output_task_id=None if continued or checkpoint is None else task_id,
-                        error=None,
-                    )
-                )
+                conn.execute(_FINISH_TASK, finish)
                 if completes:
                     conn.execute(
-                        tasks.update()
-                        .where(tasks.c.workflow_id == workflow_id)
-                        .where(tasks.c.task_id.in_(list(completes)))
-                        .values(
-                            status=TaskStatus.SUCCESSFUL.value,
-                            ended_at=now,
-                            output_preview=output_preview,
-                            output_task_id=task_id if checkpoint is not None else None,
-                        )
+                        _COMPLETE_TASKS,
+                        {
+                            "b_workflow": workflow_id,
+                            "b_tasks": list(completes),
+                            "b_ended": now,
+                            "b_preview": output_preview,
+                            "b_output": task_id if checkpoint is not None else None,
+                        },
                     )
                 if new_tasks:
-                    first = conn.execute(
-                        sa.select(sa.func.coalesce(sa.func.max(tasks.c.seq), 0) + 1).where(
-                            tasks.c.workflow_id == workflow_id
-                        )
-                    ).scalar_one()
-                    self._insert_tasks(conn, workflow_id, new_tasks, first_seq=first)
+                    # Ordered after everything so far without reading the table first.
+                    self._insert_tasks(conn, workflow_id, new_tasks, first_seq=_seq_now())
 
         self._retrying(write)
 
@@ -526,9 +519,7 @@ class SqlStore:
             return None
         return Checkpoint(kind=row.kind, data=row.data, blob=row.blob, size=row.size)
 
-    def load_checkpoints(
-        self, workflow_id: str, task_ids: Sequence[str]
-    ) -> dict[str, Checkpoint]:
+    def load_checkpoints(self, workflow_id: str, task_ids: Sequence[str]) -> dict[str, Checkpoint]:
         if not task_ids:
             return {}
         with self._read() as conn:
@@ -543,8 +534,44 @@ class SqlStore:
             }
 
 
-_NOT_DONE = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value, TaskStatus.WAITING.value,
-             TaskStatus.FAILED.value, TaskStatus.CANCELED.value]
+def _seq_now() -> int:
+    """Task order for continuations: microseconds, so later expansions sort later."""
+    return time.time_ns() // 1000
+
+
+_FINISH_TASK = (
+    tasks.update()
+    .where(tasks.c.workflow_id == sa.bindparam("b_workflow"))
+    .where(tasks.c.task_id == sa.bindparam("b_task"))
+    .values(
+        status=sa.bindparam("b_status"),
+        started_at=sa.func.coalesce(tasks.c.started_at, sa.bindparam("b_started")),
+        ended_at=sa.bindparam("b_ended"),
+        attempts=tasks.c.attempts + sa.bindparam("b_delta"),
+        output_preview=sa.bindparam("b_preview"),
+        output_task_id=sa.bindparam("b_output"),
+        error=None,
+    )
+)
+_COMPLETE_TASKS = (
+    tasks.update()
+    .where(tasks.c.workflow_id == sa.bindparam("b_workflow"))
+    .where(tasks.c.task_id.in_(sa.bindparam("b_tasks", expanding=True)))
+    .values(
+        status=TaskStatus.SUCCESSFUL.value,
+        ended_at=sa.bindparam("b_ended"),
+        output_preview=sa.bindparam("b_preview"),
+        output_task_id=sa.bindparam("b_output"),
+    )
+)
+
+_NOT_DONE = [
+    TaskStatus.PENDING.value,
+    TaskStatus.RUNNING.value,
+    TaskStatus.WAITING.value,
+    TaskStatus.FAILED.value,
+    TaskStatus.CANCELED.value,
+]
 
 _WORKFLOW_COLUMNS = [c for c in workflows.c if c.name not in ("graph", "graph_blob")]
 

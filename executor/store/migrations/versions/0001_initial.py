@@ -37,20 +37,24 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(255), nullable=True),
         sa.Column("lease_expires_at", sa.Float, nullable=True),
     )
-    op.create_index("ix_gnomon_workflows_created", "gnomon_workflows", ["created_at", "workflow_id"])
+    op.create_index(
+        "ix_gnomon_workflows_created", "gnomon_workflows", ["created_at", "workflow_id"]
+    )
     op.create_index(
         "ix_gnomon_workflows_status_created",
         "gnomon_workflows",
         ["status", "created_at", "workflow_id"],
     )
     op.create_index(
-        "ix_gnomon_workflows_name_created", "gnomon_workflows", ["name", "created_at", "workflow_id"]
+        "ix_gnomon_workflows_name_created",
+        "gnomon_workflows",
+        ["name", "created_at", "workflow_id"],
     )
     op.create_table(
         "gnomon_tasks",
         sa.Column("workflow_id", ID, primary_key=True),
         sa.Column("task_id", TASK_ID, primary_key=True),
-        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("parent_task_id", TASK_ID, nullable=True),
         sa.Column("upstream", sa.Text, nullable=False),
