@@ -21,7 +21,9 @@ class WorkflowError(Exception):
         return (_rebuild, (type(self), self.args, self.__dict__, self.__cause__))
 
 
-def _rebuild(cls: type, args: tuple, state: dict, cause: BaseException | None) -> BaseException:
+def _rebuild(
+    cls: type[BaseException], args: tuple, state: dict, cause: BaseException | None
+) -> BaseException:
     error = cls.__new__(cls)
     Exception.__init__(error, *args)
     error.__dict__.update(state)

@@ -114,6 +114,7 @@ class WorkflowManager:
             if graph_data is None:
                 data, blob = await asyncio.to_thread(store.load_graph, workflow_id)
                 graph_data = data if blob is None else blobs.get(blob)
+            assert graph_data is not None
             graph: Graph = loads(graph_data)
             state = None
             if not fresh:

@@ -19,7 +19,7 @@ from executor.errors import InvalidInputError
 WORKFLOW_OPTIONS = "workflow.io/options"
 VALID = {"task_id", "metadata", "catch_exceptions", "checkpoint"}
 
-ray_option_utils.task_options.setdefault("_metadata", ray_option_utils.Option((dict, type(None))))
+ray_option_utils.task_options.setdefault("_metadata", ray_option_utils.Option(dict))
 
 
 class options:  # noqa: N801 - the Ray Workflows name, used as a decorator too

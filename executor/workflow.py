@@ -382,7 +382,7 @@ def continuation(dag: DAGNode) -> Any:
         )
     if current_task() is not None:
         return Continuation(dag)
-    return ray.get(dag.execute())
+    return ray.get(dag.execute())  # type: ignore[arg-type]
 
 
 def wait_for_completion(workflow_id: str, timeout: float = 60.0) -> WorkflowStatus:

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# System packages the tests drive: Debian's Chromium (Playwright cannot download browsers
+# here) and the PostgreSQL client tools. Idempotent; skips apt when everything is present.
+set -euo pipefail
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v psql >/dev/null || need+=(postgresql-client)
+command -v pg_isready >/dev/null || need+=(postgresql-client)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,297 @@
+"""Listing, reading, cancelling, deleting and resuming workflows by id."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+import ray
+
+
+def _mark(marks: str, name: str) -> None:
+    with open(os.path.join(marks, name), "a") as handle:
+        handle.write("ran\n")
+
+
+def _runs(marks, name: str) -> int:
+    path = marks / name
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@ray.remote
+def ok() -> str:
+    return "ok"
+
+
+@ray.remote
+def broken() -> str:
+    raise ValueError("broken on purpose")
+
+
+@ray.remote
+def nap(seconds: float, marks: str) -> str:
+    _mark(marks, "nap-started")
+    time.sleep(seconds)
+    _mark(marks, "nap-finished")
+    return "rested"
+
+
+@ray.remote
+def after_nap(value: str, marks: str) -> str:
+    _mark(marks, "after-nap")
+    return value + "!"
+
+
+# ------------------------------------------------------------------- list_all
+
+
+@pytest.fixture
+def finished_pair(workflow, workflow_id):
+    """One SUCCESSFUL and one FAILED workflow."""
+    good, bad = f"{workflow_id}-good", f"{workflow_id}-bad"
+    workflow.run(ok.bind(), workflow_id=good)
+    with pytest.raises(workflow.WorkflowExecutionError):
+        workflow.run(broken.bind(), workflow_id=bad)
+    return good, bad
+
+
+def test_list_all_filters_by_status(workflow, finished_pair):
+    good, bad = finished_pair
+    Status = workflow.WorkflowStatus
+
+    everything = dict(workflow.list_all())
+    assert everything[good] == Status.SUCCESSFUL
+    assert everything[bad] == Status.FAILED
+
+    for status_filter in (Status.SUCCESSFUL, "SUCCESSFUL", "successful", {Status.SUCCESSFUL}):
+        listed = dict(workflow.list_all(status_filter))
+        assert listed.get(good) == Status.SUCCESSFUL, status_filter
+        assert bad not in listed, status_filter
+        assert set(listed.values()) == {Status.SUCCESSFUL}, status_filter
+
+    both = dict(workflow.list_all({Status.SUCCESSFUL, "FAILED"}))
+    assert both[good] == Status.SUCCESSFUL and both[bad] == Status.FAILED
+    assert set(both.values()) <= {Status.SUCCESSFUL, Status.FAILED}
+
+    assert good not in dict(workflow.list_all(Status.RUNNING))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "BOGUS",
+        {"SUCCESSFUL", "BOGUS"},
+        pytest.param(
+            42,
+            marks=pytest.mark.xfail(
+                reason="list_all(42) names the type ('got int'), not the bad value",
+                strict=True,
+            ),
+        ),
+    ],
+)
+def test_list_all_rejects_a_bad_status_filter(workflow, bad):
+    with pytest.raises(workflow.WorkflowError) as caught:
+        workflow.list_all(bad)
+
+    message = str(caught.value)
+    assert "\n" not in message
+    shown = "'BOGUS'" if not isinstance(bad, int) else "42"
+    assert shown in message
+
+
+def test_list_all_rejects_a_non_string_status(workflow):
+    with pytest.raises(workflow.WorkflowError, match=r"status_filter .*int") as caught:
+        workflow.list_all(42)
+    assert "\n" not in str(caught.value)
+
+
+# -------------------------------------------------------------- unknown ids
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda wf, i: wf.get_status(i),
+        lambda wf, i: wf.get_output(i),
+        lambda wf, i: wf.get_output(i, task_id="some.task"),
+        lambda wf, i: wf.get_metadata(i),
+        lambda wf, i: wf.get_metadata(i, "some.task"),
+        lambda wf, i: wf.cancel(i),
+        lambda wf, i: wf.delete(i),
+        lambda wf, i: wf.resume(i),
+        lambda wf, i: wf.resume_async(i),
+    ],
+    ids=["get_status", "get_output", "get_output_task", "get_metadata", "get_metadata_task",
+         "cancel", "delete", "resume", "resume_async"],
+)
+def test_unknown_id_raises_not_found(workflow, workflow_id, call):
+    missing = f"{workflow_id}-missing"
+    with pytest.raises(workflow.WorkflowNotFoundError) as caught:
+        call(workflow, missing)
+    assert repr(missing) in str(caught.value)
+    assert caught.value.workflow_id == missing
+
+
+def test_unknown_task_of_a_known_workflow(workflow, workflow_id):
+    workflow.run(ok.bind(), workflow_id=workflow_id)
+    with pytest.raises(workflow.WorkflowError, match="No task 'nope'") as caught:
+        workflow.get_output(workflow_id, task_id="nope")
+    assert not isinstance(caught.value, workflow.WorkflowNotFoundError)
+
+
+# ------------------------------------------------------------ delete, cancel
+
+
+def test_delete_refuses_an_active_workflow_then_removes_a_finished_one(
+    workflow, workflow_id, marks
+):
+    m = str(marks)
+    ref = workflow.run_async(nap.bind(3, m), workflow_id=workflow_id)
+
+    with pytest.raises(workflow.WorkflowStillActiveError, match=workflow_id):
+        workflow.delete(workflow_id)
+
+    assert ray.get(ref, timeout=60) == "rested"
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.SUCCESSFUL
+
+    workflow.delete(workflow_id)
+
+    with pytest.raises(workflow.WorkflowNotFoundError):
+        workflow.get_status(workflow_id)
+    with pytest.raises(workflow.WorkflowNotFoundError):
+        workflow.get_output(workflow_id)
+    assert workflow_id not in dict(workflow.list_all())
+
+
+def test_cancel_a_running_workflow(workflow, workflow_id, marks):
+    m = str(marks)
+    workflow.run_async(after_nap.bind(nap.bind(3, m), m), workflow_id=workflow_id)
+    _wait_for(lambda: (marks / "nap-started").exists(), what="the nap to start")
+
+    workflow.cancel(workflow_id)
+
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.CANCELED
+    with pytest.raises(workflow.WorkflowCancellationError, match=workflow_id):
+        workflow.get_output(workflow_id)
+    # The task downstream of the canceled one never starts.
+    time.sleep(3.5)
+    assert _runs(marks, "after-nap") == 0
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.CANCELED
+
+
+# ---------------------------------------------------------------- resuming
+
+
+@ray.remote
+def upstream(marks: str) -> int:
+    _mark(marks, "upstream")
+    return 5
+
+
+@ray.remote
+def unpicklable(x: int, marks: str) -> threading.Lock:
+    _mark(marks, "unpicklable")
+    return threading.Lock()
+
+
+def test_unpicklable_output_fails_clearly_and_resume_retries_it(
+    workflow, workflow_id, marks, store
+):
+    m = str(marks)
+    task_id = f"{__name__}.unpicklable"
+    with pytest.raises(workflow.WorkflowExecutionError, match="cannot be pickled"):
+        workflow.run(unpicklable.bind(upstream.bind(m), m), workflow_id=workflow_id)
+
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.FAILED
+    assert workflow.get_metadata(workflow_id, task_id)["status"] == "FAILED"
+    assert "cannot be pickled" in store.get_task(workflow_id, task_id).error
+    assert "cannot be pickled" in store.get_workflow(workflow_id).error
+
+    # A FAILED workflow is resumable: the failing task runs again, the upstream does not.
+    with pytest.raises(workflow.WorkflowExecutionError, match="cannot be pickled"):
+        workflow.resume(workflow_id)
+
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.FAILED
+    assert _runs(marks, "upstream") == 1
+    assert _runs(marks, "unpicklable") == 2
+
+
+@ray.remote
+def needs_file(x: int, marks: str) -> int:
+    _mark(marks, "needs-file")
+    if not os.path.exists(os.path.join(marks, "input.txt")):
+        raise FileNotFoundError("input.txt is not there yet")
+    with open(os.path.join(marks, "input.txt")) as handle:
+        return x + int(handle.read())
+
+
+def test_failed_workflow_resumes_once_the_cause_is_fixed(workflow, workflow_id, marks):
+    """Given a workflow that failed on an external condition."""
+    m = str(marks)
+    with pytest.raises(workflow.WorkflowExecutionError, match="not there yet") as caught:
+        workflow.run(needs_file.bind(upstream.bind(m), m), workflow_id=workflow_id)
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.FAILED
+    with pytest.raises(workflow.WorkflowExecutionError):
+        workflow.get_output(workflow_id)
+
+    # When the condition is fixed and it is resumed
+    (marks / "input.txt").write_text("37")
+    assert workflow.resume(workflow_id) == 42
+
+    # Then it succeeded and its finished upstream task ran exactly once.
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.SUCCESSFUL
+    assert workflow.get_output(workflow_id) == 42
+    assert _runs(marks, "upstream") == 1
+    assert _runs(marks, "needs-file") == 2
+    assert workflow.get_metadata(workflow_id)["status"] == workflow.WorkflowStatus.SUCCESSFUL
+
+
+def test_resuming_a_successful_workflow_returns_its_output(workflow, workflow_id, marks):
+    m = str(marks)
+    assert workflow.run(upstream.bind(m), workflow_id=workflow_id) == 5
+    assert workflow.resume(workflow_id) == 5
+    assert _runs(marks, "upstream") == 1
+
+
+def test_run_on_a_failed_id_resumes_it(workflow, workflow_id, marks):
+    m = str(marks)
+    dag = needs_file.bind(upstream.bind(m), m)
+    with pytest.raises(workflow.WorkflowExecutionError):
+        workflow.run(dag, workflow_id=workflow_id)
+
+    (marks / "input.txt").write_text("1")
+    assert workflow.run(dag, workflow_id=workflow_id) == 6
+    assert _runs(marks, "upstream") == 1
+
+
+def test_resume_of_an_active_workflow_is_refused(workflow, workflow_id, marks):
+    ref = workflow.run_async(nap.bind(2, str(marks)), workflow_id=workflow_id)
+
+    with pytest.raises(workflow.WorkflowStillActiveError, match="resume"):
+        workflow.resume(workflow_id)
+    # Reading the output of a running workflow waits for it.
+    assert workflow.get_output(workflow_id) == "rested"
+    assert ray.get(ref, timeout=60) == "rested"
+    assert _runs(marks, "nap-started") == 1
+
+
+def test_cancel_right_after_submission(workflow, workflow_id, marks):
+    m = str(marks)
+    workflow.run_async(after_nap.bind(nap.bind(2, m), m), workflow_id=workflow_id)
+    workflow.cancel(workflow_id)
+
+    time.sleep(3)
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.CANCELED
+    assert _runs(marks, "after-nap") == 0
