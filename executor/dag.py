@@ -73,14 +73,18 @@ def _is_user_module(module_name: str) -> bool:
     return not any(path.startswith(root) for root in _STDLIB | _SITE)
 
 
+def register_user_module(module_name: str) -> None:
+    """Store a user module's code by value wherever its objects are pickled."""
+    if module_name != "__main__" and _is_user_module(module_name):
+        cloudpickle.register_pickle_by_value(sys.modules[module_name])
+
+
 def pickle_function(func: Callable[..., Any]) -> tuple[str, bytes]:
     try:
         return _pickled[func]
     except (KeyError, TypeError):
         pass
-    module_name = getattr(func, "__module__", None) or "__main__"
-    if module_name != "__main__" and _is_user_module(module_name):
-        cloudpickle.register_pickle_by_value(sys.modules[module_name])
+    register_user_module(getattr(func, "__module__", None) or "__main__")
     data = cloudpickle.dumps(func)
     entry = (hashlib.sha1(data).hexdigest()[:20], data)
     try:

@@ -125,13 +125,19 @@ class GraphRunner:
             ray_options=spec.ray_options,
             completes=completes,
         )
-        ref = submit_task(
-            ctx,
-            spec.function_key,
-            self._function(graph, spec.function_key),
-            fill(spec.args),
-            fill(spec.kwargs),
-        )
+        if spec.kind != "function":
+            # Waits are coroutines in the manager actor: they hold no CPU slot.
+            from executor.manager import manager_for
+
+            ref = manager_for(self.config).wait.remote(ctx, spec.kind, *fill(spec.args))
+        else:
+            ref = submit_task(
+                ctx,
+                spec.function_key,
+                self._function(graph, spec.function_key),
+                fill(spec.args),
+                fill(spec.kwargs),
+            )
         self.submitted.append(ref)
         return ref
 

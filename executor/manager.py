@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from typing import Any
 
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from executor.checkpoint import loads, preview, read_checkpoint
+from executor.checkpoint import loads, make_checkpoint, preview, read_checkpoint
 from executor.config import StoreConfig, handles
 from executor.dag import Graph
 from executor.errors import (
@@ -26,10 +27,11 @@ from executor.errors import (
     WorkflowExecutionError,
     WorkflowNotResumableError,
 )
+from executor.events import SUSPEND_AFTER, HTTPListener, WorkflowSuspended, mailbox_key
 from executor.graph_runner import GraphRunner
-from executor.runtime import Continued
+from executor.runtime import Continued, TaskContext
 from executor.status import WorkflowStatus
-from executor.store import LEASE_TTL, owner_id
+from executor.store import LEASE_TTL, Checkpoint, owner_id
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class WorkflowManager:
         self.executions: dict[str, asyncio.Task[Any]] = {}
         self.runners: dict[str, GraphRunner] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        #: (workflow_id, event_key) -> woken when an event for that mailbox is sent.
+        self._mail: dict[tuple[str, str], asyncio.Event] = {}
 
     async def owner_id(self) -> str:
         return self.owner
@@ -129,6 +133,8 @@ class WorkflowManager:
             raise WorkflowCancellationError(workflow_id) from None
         except (RayError, WorkflowError) as error:
             cause = root_cause(error)
+            if isinstance(cause, WorkflowSuspended):
+                return await self._suspend(workflow_id, cause.wake_at)
             await asyncio.to_thread(
                 store.finish,
                 workflow_id,
@@ -142,6 +148,99 @@ class WorkflowManager:
             store.finish, workflow_id, self.owner, WorkflowStatus.SUCCESSFUL, preview(value)
         )
         return value
+
+    async def _suspend(self, workflow_id: str, wake_at: float) -> Any:
+        """Park the workflow in the database; if this manager is still alive at
+        ``wake_at`` it resumes the workflow itself (the scheduler would otherwise)."""
+        store, _ = handles(self.config)
+        self.runners.pop(workflow_id, None)
+        await asyncio.to_thread(store.suspend, workflow_id, self.owner, wake_at)
+        await asyncio.sleep(max(0.0, wake_at - time.time()))
+        if await asyncio.to_thread(store.acquire, workflow_id, self.owner):
+            return await self._execute(workflow_id, None, False)
+        return await self.output(workflow_id)
+
+    # ------------------------------------------------------------------ waits
+
+    async def wait(self, ctx: TaskContext, kind: str, *args: Any) -> Any:
+        """Run a ``sleep`` or ``wait_for_event`` task as a coroutine; return its output."""
+        store, _ = handles(self.config)
+        started = time.time()
+        if kind == "sleep":
+            wake_at = await asyncio.to_thread(
+                store.task_waiting, ctx.workflow_id, ctx.task_id, started + float(args[0])
+            )
+            remaining = wake_at - time.time()
+            if remaining > SUSPEND_AFTER:
+                raise WorkflowSuspended(ctx.workflow_id, wake_at)
+            await asyncio.sleep(max(0.0, remaining))
+            return await self._checkpoint_wait(ctx, None, started)
+        listener_class, listener_args, listener_kwargs = args
+        await asyncio.to_thread(store.task_waiting, ctx.workflow_id, ctx.task_id)
+        if issubclass(listener_class, HTTPListener):
+            return await self._wait_mailbox(
+                ctx, mailbox_key(listener_args, listener_kwargs), started
+            )
+        listener = listener_class()
+        event = await listener.poll_for_event(*listener_args, **listener_kwargs)
+        await self._checkpoint_wait(ctx, event, started)
+        await listener.event_checkpointed(event)
+        return event
+
+    async def _checkpoint_wait(self, ctx: TaskContext, value: Any, started: float) -> Any:
+        store, blobs = handles(self.config)
+        checkpoint = make_checkpoint(value, "value", blobs, ctx.workflow_id, ctx.task_id)
+        await asyncio.to_thread(
+            store.task_finished,
+            ctx.workflow_id,
+            ctx.task_id,
+            checkpoint,
+            preview(value),
+            started,
+            1,
+            ctx.completes,
+        )
+        return value
+
+    async def _wait_mailbox(self, ctx: TaskContext, event_key: str, started: float) -> Any:
+        store, blobs = handles(self.config)
+
+        def checkpoint_for(payload: Any) -> tuple[Any, str]:
+            event = (event_key, payload)
+            return (
+                make_checkpoint(event, "value", blobs, ctx.workflow_id, ctx.task_id),
+                preview(event),
+            )
+
+        mailbox = (ctx.workflow_id, event_key)
+        while True:
+            # Register before looking, so a send between the look and the wait still wakes us.
+            arrived = self._mail.setdefault(mailbox, asyncio.Event())
+            arrived.clear()
+            found = await asyncio.to_thread(
+                store.consume_event,
+                ctx.workflow_id,
+                event_key,
+                ctx.task_id,
+                checkpoint_for,
+                started,
+                ctx.completes,
+            )
+            if isinstance(found, Checkpoint):
+                return read_checkpoint(found, blobs)
+            if found is not None:
+                return found
+            try:
+                # Events sent from a process that cannot reach this actor arrive by polling.
+                await asyncio.wait_for(arrived.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def notify(self, workflow_id: str, event_key: str) -> None:
+        """An event was stored for this mailbox: wake its waiter now."""
+        arrived = self._mail.get((workflow_id, event_key))
+        if arrived is not None:
+            arrived.set()
 
     async def output(self, workflow_id: str, task_id: str | None = None) -> Any:
         """The output of a workflow (waiting for it if this manager runs it) or of a task."""

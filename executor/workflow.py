@@ -26,6 +26,14 @@ from executor.errors import (
     WorkflowNotResumableError,
     WorkflowStillActiveError,
 )
+from executor.events import (
+    EventListener,
+    HTTPListener,
+    check_event_key,
+    encode_payload,
+    sleep,
+    wait_for_event,
+)
 from executor.graph_runner import new_task_rows
 from executor.manager import manager_for
 from executor.options import options
@@ -35,6 +43,11 @@ from executor.store import SqlStore
 from executor.store.migrate import upgrade
 
 __all__ = [
+    "EventListener",
+    "HTTPListener",
+    "send_event",
+    "sleep",
+    "wait_for_event",
     "WorkflowCancellationError",
     "WorkflowError",
     "WorkflowExecutionError",
@@ -393,3 +406,22 @@ def wait_for_completion(workflow_id: str, timeout: float = 60.0) -> WorkflowStat
         if status not in ACTIVE or time.monotonic() > deadline:
             return status
         time.sleep(0.05)
+
+
+# ------------------------------------------------------------------- waiting
+
+
+def send_event(workflow_id: str, event_key: str, payload: Any = None) -> int:
+    """Deliver a JSON payload to a workflow's mailbox; returns the event's id.
+
+    The event is stored even if the workflow has not reached its wait yet, and is
+    consumed by exactly one ``wait_for_event(HTTPListener, event_key=...)``.
+    """
+    config, store = _ensure()
+    event_id = store.send_event(
+        _check_id(workflow_id), check_event_key(event_key), encode_payload(payload)
+    )
+    if ray.is_initialized():
+        # Wake the waiter now rather than at its next poll; the stored row is what counts.
+        manager_for(config).notify.remote(workflow_id, event_key)
+    return event_id

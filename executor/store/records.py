@@ -25,6 +25,8 @@ class WorkflowRecord:
     ended_at: float | None
     owner: str | None
     lease_expires_at: float | None
+    #: Set while the workflow is suspended in a long sleep.
+    wake_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,9 @@ workflows = Table(
     Column("ended_at", Float, nullable=True),
     Column("owner", String(255), nullable=True),
     Column("lease_expires_at", Float, nullable=True),
+    #: A workflow suspended in a long sleep: when the scheduler should resume it.
+    Column("wake_at", Float, nullable=True),
+    Index("ix_gnomon_workflows_wake", "wake_at"),
     Index("ix_gnomon_workflows_created", "created_at", "workflow_id"),
     Index("ix_gnomon_workflows_status_created", "status", "created_at", "workflow_id"),
     Index("ix_gnomon_workflows_name_created", "name", "created_at", "workflow_id"),
@@ -66,6 +69,8 @@ tasks = Table(
     Column("output_preview", Text, nullable=True),
     Column("output_task_id", TASK_ID, nullable=True),
     Column("user_metadata", Text, nullable=False, default="{}"),
+    #: A sleep's wake time, recorded once so a resumed sleep waits only what is left.
+    Column("wake_at", Float, nullable=True),
 )
 
 checkpoints = Table(
@@ -78,4 +83,24 @@ checkpoints = Table(
     Column("data", LargeBinary, nullable=True),
     Column("blob", Text, nullable=True),
     Column("size", BigInteger, nullable=False),
+)
+
+#: The mailbox: events sent to a workflow, consumed once each by a waiting task.
+events = Table(
+    "gnomon_events",
+    metadata,
+    Column(
+        "event_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("workflow_id", ID, nullable=False),
+    Column("event_key", String(255), nullable=False),
+    #: JSON text; payloads are never pickled.
+    Column("payload", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("consumed_by", TASK_ID, nullable=True),
+    Column("consumed_at", Float, nullable=True),
+    Index("ix_gnomon_events_mailbox", "workflow_id", "event_key", "consumed_by"),
 )

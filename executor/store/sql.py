@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from executor.errors import DatabaseUnavailableError, TaskNotFoundError, WorkflowNotFoundError
 from executor.status import TaskStatus, WorkflowStatus
+from executor.store.mailbox import MailboxStore
 from executor.store.records import (
     Checkpoint,
     NewTask,
@@ -22,7 +23,7 @@ from executor.store.records import (
     WorkflowRecord,
     dump_json,
 )
-from executor.store.schema import checkpoints, tasks, workflows
+from executor.store.schema import checkpoints, events, tasks, workflows
 
 T = TypeVar("T")
 
@@ -61,7 +62,7 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-class SqlStore:
+class SqlStore(MailboxStore):
     """Durable state of workflows, tasks and checkpoints.
 
     Contract:
@@ -286,6 +287,7 @@ class SqlStore:
                         started_at=sa.func.coalesce(workflows.c.started_at, now),
                         ended_at=None,
                         error=None,
+                        wake_at=None,
                     )
                 )
                 return result.rowcount == 1
@@ -352,7 +354,7 @@ class SqlStore:
     def delete_workflow(self, workflow_id: str) -> None:
         def delete() -> None:
             with self._write() as conn:
-                for table in (checkpoints, tasks):
+                for table in (checkpoints, tasks, events):
                     conn.execute(table.delete().where(table.c.workflow_id == workflow_id))
                 result = conn.execute(
                     workflows.delete().where(workflows.c.workflow_id == workflow_id)
@@ -403,51 +405,77 @@ class SqlStore:
         with it, pointing at its checkpoint. ``new_tasks`` are a continuation's tasks.
         This is the executor's hot path: its statements are built once, at import.
         """
-        now = time.time()
-        continued = checkpoint is not None and checkpoint.kind == "continuation"
-        status = TaskStatus.CONTINUED if continued else TaskStatus.SUCCESSFUL
-        finish = {
-            "b_workflow": workflow_id,
-            "b_task": task_id,
-            "b_status": status.value,
-            "b_started": started_at,
-            "b_ended": None if continued else now,
-            "b_delta": attempts_delta,
-            "b_preview": output_preview,
-            "b_output": None if continued or checkpoint is None else task_id,
-        }
 
         def write() -> None:
             with self._write() as conn:
-                if checkpoint is not None:
-                    conn.execute(
-                        self._insert_checkpoint,
-                        {
-                            "workflow_id": workflow_id,
-                            "task_id": task_id,
-                            "kind": checkpoint.kind,
-                            "data": checkpoint.data,
-                            "blob": checkpoint.blob,
-                            "size": checkpoint.size,
-                        },
-                    )
-                conn.execute(_FINISH_TASK, finish)
-                if completes:
-                    conn.execute(
-                        _COMPLETE_TASKS,
-                        {
-                            "b_workflow": workflow_id,
-                            "b_tasks": list(completes),
-                            "b_ended": now,
-                            "b_preview": output_preview,
-                            "b_output": task_id if checkpoint is not None else None,
-                        },
-                    )
-                if new_tasks:
-                    # Ordered after everything so far without reading the table first.
-                    self._insert_tasks(conn, workflow_id, new_tasks, first_seq=_seq_now())
+                self._finish_task(
+                    conn,
+                    workflow_id,
+                    task_id,
+                    checkpoint,
+                    output_preview,
+                    started_at,
+                    attempts_delta,
+                    completes,
+                    new_tasks,
+                )
 
         self._retrying(write)
+
+    def _finish_task(
+        self,
+        conn: Connection,
+        workflow_id: str,
+        task_id: str,
+        checkpoint: Checkpoint | None,
+        output_preview: str | None,
+        started_at: float,
+        attempts_delta: int,
+        completes: Sequence[str] = (),
+        new_tasks: Sequence[NewTask] = (),
+    ) -> None:
+        now = time.time()
+        continued = checkpoint is not None and checkpoint.kind == "continuation"
+        status = TaskStatus.CONTINUED if continued else TaskStatus.SUCCESSFUL
+        if checkpoint is not None:
+            conn.execute(
+                self._insert_checkpoint,
+                {
+                    "workflow_id": workflow_id,
+                    "task_id": task_id,
+                    "kind": checkpoint.kind,
+                    "data": checkpoint.data,
+                    "blob": checkpoint.blob,
+                    "size": checkpoint.size,
+                },
+            )
+        conn.execute(
+            _FINISH_TASK,
+            {
+                "b_workflow": workflow_id,
+                "b_task": task_id,
+                "b_status": status.value,
+                "b_started": started_at,
+                "b_ended": None if continued else now,
+                "b_delta": attempts_delta,
+                "b_preview": output_preview,
+                "b_output": None if continued or checkpoint is None else task_id,
+            },
+        )
+        if completes:
+            conn.execute(
+                _COMPLETE_TASKS,
+                {
+                    "b_workflow": workflow_id,
+                    "b_tasks": list(completes),
+                    "b_ended": now,
+                    "b_preview": output_preview,
+                    "b_output": task_id if checkpoint is not None else None,
+                },
+            )
+        if new_tasks:
+            # Ordered after everything so far without reading the table first.
+            self._insert_tasks(conn, workflow_id, new_tasks, first_seq=_seq_now())
 
     def task_failed(
         self,
@@ -597,6 +625,7 @@ def _workflow_record(row: Any) -> WorkflowRecord:
         ended_at=row.ended_at,
         owner=row.owner,
         lease_expires_at=row.lease_expires_at,
+        wake_at=row.wake_at,
     )
 
 
@@ -685,6 +714,12 @@ class PostgresStore(SqlStore):
             word in message
             for word in ("connection", "terminating", "shutting down", "starting up", "timeout")
         )
+
+    def _lock_oldest(self, query: sa.Select) -> sa.Select:
+        return query.with_for_update(skip_locked=True)
+
+    def _locked(self, query: sa.Select) -> sa.Select:
+        return query.with_for_update()
 
     def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
         from sqlalchemy.dialects.postgresql import insert

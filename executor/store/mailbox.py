@@ -1,0 +1,214 @@
+"""The store's part for waiting: the event mailbox, sleep wake times, suspended workflows.
+
+A mixin of ``SqlStore``; it shares the store's transactions and retry policy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from executor.errors import InvalidInputError, WorkflowNotFoundError
+from executor.status import TaskStatus, WorkflowStatus
+from executor.store.schema import events, tasks, workflows
+
+if TYPE_CHECKING:
+    from executor.store.records import Checkpoint
+
+T = TypeVar("T")
+
+#: Workflows that can no longer receive events.
+_CLOSED = {WorkflowStatus.SUCCESSFUL.value, WorkflowStatus.CANCELED.value}
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    event_id: int
+    workflow_id: str
+    event_key: str
+    payload: Any
+    created_at: float
+    consumed_by: str | None
+    consumed_at: float | None
+
+
+class MailboxStore:
+    # Provided by SqlStore.
+    _write: Callable[[], AbstractContextManager[Connection]]
+    _read: Callable[[], AbstractContextManager[Connection]]
+    _retrying: Callable[[Callable[[], T]], T]
+    _finish_task: Callable[..., None]
+
+    def _lock_oldest(self, query: sa.Select) -> sa.Select:
+        """Dialects that can, lock the row so two waiters never take one event."""
+        return query
+
+    def _locked(self, query: sa.Select) -> sa.Select:
+        """Dialects that can, lock the rows read (SQLite's IMMEDIATE write lock covers it)."""
+        return query
+
+    def send_event(self, workflow_id: str, event_key: str, payload_json: str) -> int:
+        """Store an event for ``workflow_id``, even if nothing waits for it yet."""
+
+        def write() -> int:
+            with self._write() as conn:
+                row = conn.execute(
+                    sa.select(workflows.c.status).where(workflows.c.workflow_id == workflow_id)
+                ).first()
+                if row is None:
+                    raise WorkflowNotFoundError(workflow_id)
+                if row.status in _CLOSED:
+                    raise InvalidInputError(
+                        f"Workflow {workflow_id!r} is {row.status}; it takes no more events"
+                    )
+                result = conn.execute(
+                    events.insert().values(
+                        workflow_id=workflow_id,
+                        event_key=event_key,
+                        payload=payload_json,
+                        created_at=time.time(),
+                    )
+                )
+                key = result.inserted_primary_key
+                assert key is not None
+                return int(key[0])
+
+        return self._retrying(write)
+
+    def consume_event(
+        self,
+        workflow_id: str,
+        event_key: str,
+        task_id: str,
+        checkpoint_for: Callable[[Any], tuple[Checkpoint, str]],
+        started_at: float,
+        completes: Sequence[str] = (),
+    ) -> tuple[str, Any] | Checkpoint | None:
+        """Take the oldest unconsumed event for this key and checkpoint the waiting task
+        with ``(event_key, payload)``, in one transaction: each event is delivered to
+        exactly one wait. If the task already has its event, return that checkpoint."""
+        from executor.store.records import Checkpoint
+        from executor.store.schema import checkpoints
+
+        def take() -> tuple[str, Any] | Checkpoint | None:
+            with self._write() as conn:
+                task = (tasks.c.workflow_id == workflow_id) & (tasks.c.task_id == task_id)
+                status = conn.execute(self._locked(sa.select(tasks.c.status).where(task)))
+                if status.scalar() == TaskStatus.SUCCESSFUL.value:
+                    row = conn.execute(
+                        sa.select(checkpoints)
+                        .where(checkpoints.c.workflow_id == workflow_id)
+                        .where(checkpoints.c.task_id == task_id)
+                    ).first()
+                    if row is not None:
+                        return Checkpoint(row.kind, row.data, row.blob, row.size)
+                query = (
+                    sa.select(events.c.event_id, events.c.payload)
+                    .where(events.c.workflow_id == workflow_id)
+                    .where(events.c.event_key == event_key)
+                    .where(events.c.consumed_by.is_(None))
+                    .order_by(events.c.event_id)
+                    .limit(1)
+                )
+                row = conn.execute(self._lock_oldest(query)).first()
+                if row is None:
+                    return None
+                payload = json.loads(row.payload)
+                conn.execute(
+                    events.update()
+                    .where(events.c.event_id == row.event_id)
+                    .values(consumed_by=task_id, consumed_at=time.time())
+                )
+                checkpoint, text = checkpoint_for(payload)
+                self._finish_task(
+                    conn, workflow_id, task_id, checkpoint, text, started_at, 1, completes
+                )
+                return (event_key, payload)
+
+        return self._retrying(take)
+
+    def list_events(self, workflow_id: str) -> list[EventRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(events)
+                .where(events.c.workflow_id == workflow_id)
+                .order_by(events.c.event_id)
+            )
+            return [
+                EventRecord(
+                    event_id=row.event_id,
+                    workflow_id=row.workflow_id,
+                    event_key=row.event_key,
+                    payload=json.loads(row.payload),
+                    created_at=row.created_at,
+                    consumed_by=row.consumed_by,
+                    consumed_at=row.consumed_at,
+                )
+                for row in rows
+            ]
+
+    def task_waiting(self, workflow_id: str, task_id: str, wake_at: float | None = None) -> float:
+        """Mark a task WAITING; a sleep's wake time is recorded once and returned as stored."""
+
+        def write() -> float:
+            with self._write() as conn:
+                values: dict[str, Any] = {
+                    "status": TaskStatus.WAITING.value,
+                    "started_at": sa.func.coalesce(tasks.c.started_at, time.time()),
+                }
+                if wake_at is not None:
+                    values["wake_at"] = sa.func.coalesce(tasks.c.wake_at, wake_at)
+                where = (tasks.c.workflow_id == workflow_id) & (tasks.c.task_id == task_id)
+                conn.execute(tasks.update().where(where).values(**values))
+                stored = conn.execute(sa.select(tasks.c.wake_at).where(where)).scalar()
+                return float(stored) if stored is not None else 0.0
+
+        return self._retrying(write)
+
+    def suspend(self, workflow_id: str, owner: str, wake_at: float) -> bool:
+        """Park a workflow until ``wake_at``: no owner, nothing running, PENDING."""
+
+        def write() -> bool:
+            with self._write() as conn:
+                result = conn.execute(
+                    workflows.update()
+                    .where(workflows.c.workflow_id == workflow_id)
+                    .where(workflows.c.owner == owner)
+                    .values(
+                        status=WorkflowStatus.PENDING.value,
+                        owner=None,
+                        lease_expires_at=None,
+                        wake_at=wake_at,
+                    )
+                )
+                return result.rowcount == 1
+
+        return self._retrying(write)
+
+    def due_wakeups(self, before: float) -> list[tuple[str, float]]:
+        """Suspended workflows to wake by ``before``, soonest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(workflows.c.workflow_id, workflows.c.wake_at)
+                .where(workflows.c.wake_at.is_not(None))
+                .where(workflows.c.wake_at <= before)
+                .where(workflows.c.status == WorkflowStatus.PENDING.value)
+                .order_by(workflows.c.wake_at)
+            )
+            return [(row.workflow_id, row.wake_at) for row in rows]
+
+    def waiting_tasks(self, workflow_ids: Sequence[str]) -> Iterator[tuple[str, str]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(tasks.c.workflow_id, tasks.c.task_id)
+                .where(tasks.c.workflow_id.in_(list(workflow_ids)))
+                .where(tasks.c.status == TaskStatus.WAITING.value)
+            )
+            yield from ((row.workflow_id, row.task_id) for row in rows)
