@@ -227,7 +227,8 @@ def resume_async(workflow_id: str) -> ray.ObjectRef:
     record = store.get_workflow(_check_id(workflow_id))
     if record.status == WorkflowStatus.SUCCESSFUL:
         return get_output_async(workflow_id)
-    if record.status not in RESUMABLE_FROM:
+    suspended = record.status == WorkflowStatus.PENDING and record.wake_at is not None
+    if record.status not in RESUMABLE_FROM and not suspended:
         raise WorkflowStillActiveError(workflow_id, "resume")
     return manager_for(config).run.remote(workflow_id, None, False)
 
