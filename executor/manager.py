@@ -36,6 +36,10 @@ from executor.store import LEASE_TTL, Checkpoint, owner_id
 log = logging.getLogger(__name__)
 
 NAMESPACE = "gnomon"
+#: How often the manager looks for events it was not told about, for all mailboxes at once.
+MAILBOX_POLL = 1.0
+#: A waiter re-reads its own mailbox this often even without a wake-up: a safety net.
+MAILBOX_RECHECK = 30.0
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -61,8 +65,9 @@ class WorkflowManager:
         self.executions: dict[str, asyncio.Task[Any]] = {}
         self.runners: dict[str, GraphRunner] = {}
         self._heartbeat: asyncio.Task[None] | None = None
-        #: (workflow_id, event_key) -> woken when an event for that mailbox is sent.
-        self._mail: dict[tuple[str, str], asyncio.Event] = {}
+        #: (workflow_id, event_key) -> its waiters, woken when an event for it is sent.
+        self._mail: dict[tuple[str, str], set[asyncio.Event]] = {}
+        self._mail_poller: asyncio.Task[None] | None = None
 
     async def owner_id(self) -> str:
         return self.owner
@@ -213,33 +218,59 @@ class WorkflowManager:
             )
 
         mailbox = (ctx.workflow_id, event_key)
+        # Register before looking, so a send between the look and the wait still wakes us.
+        arrived = asyncio.Event()
+        self._mail.setdefault(mailbox, set()).add(arrived)
+        try:
+            while True:
+                arrived.clear()
+                found = await asyncio.to_thread(
+                    store.consume_event,
+                    ctx.workflow_id,
+                    event_key,
+                    ctx.task_id,
+                    checkpoint_for,
+                    started,
+                    ctx.completes,
+                )
+                if isinstance(found, Checkpoint):
+                    return read_checkpoint(found, blobs)
+                if found is not None:
+                    return found
+                self._ensure_mail_poller()
+                try:
+                    await asyncio.wait_for(arrived.wait(), timeout=MAILBOX_RECHECK)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            waiters = self._mail.get(mailbox, set())
+            waiters.discard(arrived)
+            if not waiters:
+                self._mail.pop(mailbox, None)
+
+    def _ensure_mail_poller(self) -> None:
+        if self._mail_poller is None or self._mail_poller.done():
+            self._mail_poller = asyncio.create_task(self._poll_mail())
+
+    async def _poll_mail(self) -> None:
+        """Events sent by a process that cannot reach this actor (``notify``) are found
+        here: one query a second for all waiting mailboxes, however many there are."""
+        store, _ = handles(self.config)
         while True:
-            # Register before looking, so a send between the look and the wait still wakes us.
-            arrived = self._mail.setdefault(mailbox, asyncio.Event())
-            arrived.clear()
-            found = await asyncio.to_thread(
-                store.consume_event,
-                ctx.workflow_id,
-                event_key,
-                ctx.task_id,
-                checkpoint_for,
-                started,
-                ctx.completes,
-            )
-            if isinstance(found, Checkpoint):
-                return read_checkpoint(found, blobs)
-            if found is not None:
-                return found
+            await asyncio.sleep(MAILBOX_POLL)
+            waiting = list(self._mail)
+            if not waiting:
+                continue
             try:
-                # Events sent from a process that cannot reach this actor arrive by polling.
-                await asyncio.wait_for(arrived.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
-                pass
+                for mailbox in await asyncio.to_thread(store.mailboxes_with_mail, waiting):
+                    for arrived in self._mail.get(mailbox, ()):
+                        arrived.set()
+            except Exception:  # the database may be restarting; poll again next second
+                log.exception("mailbox poll failed")
 
     async def notify(self, workflow_id: str, event_key: str) -> None:
         """An event was stored for this mailbox: wake its waiter now."""
-        arrived = self._mail.get((workflow_id, event_key))
-        if arrived is not None:
+        for arrived in self._mail.get((workflow_id, event_key), ()):
             arrived.set()
 
     async def output(self, workflow_id: str, task_id: str | None = None) -> Any:
@@ -284,10 +315,11 @@ class WorkflowManager:
                 continue
             try:
                 await asyncio.to_thread(store.renew, self.owner, owned)
-                for workflow_id in owned:
-                    record = await asyncio.to_thread(store.get_workflow, workflow_id)
-                    if record.status == WorkflowStatus.CANCELED or record.owner != self.owner:
-                        await self.cancel(workflow_id)
+                current = await asyncio.to_thread(store.owners, owned)
+                for workflow_id, (status, owner) in current.items():
+                    if status == WorkflowStatus.CANCELED.value or owner != self.owner:
+                        if workflow_id in self.executions:
+                            await self.cancel(workflow_id)
             except Exception:  # the database may be restarting; the next beat retries
                 log.exception("lease heartbeat failed")
 

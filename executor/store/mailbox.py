@@ -134,6 +134,20 @@ class MailboxStore:
 
         return self._retrying(take)
 
+    def mailboxes_with_mail(self, mailboxes: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (workflow_id, event_key) mailboxes hold an unconsumed event."""
+        if not mailboxes:
+            return set()
+        wanted = set(mailboxes)
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(events.c.workflow_id, events.c.event_key)
+                .where(events.c.consumed_by.is_(None))
+                .where(events.c.workflow_id.in_(sorted({w for w, _ in wanted})))
+                .distinct()
+            )
+            return {(row.workflow_id, row.event_key) for row in rows} & wanted
+
     def list_events(self, workflow_id: str) -> list[EventRecord]:
         with self._read() as conn:
             rows = conn.execute(

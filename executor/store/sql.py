@@ -309,6 +309,18 @@ class SqlStore(MailboxStore):
 
         self._retrying(renew)
 
+    def owners(self, workflow_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """(status, owner) of each workflow, in one read: the heartbeat's check."""
+        if not workflow_ids:
+            return {}
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(workflows.c.workflow_id, workflows.c.status, workflows.c.owner).where(
+                    workflows.c.workflow_id.in_(list(workflow_ids))
+                )
+            )
+            return {row.workflow_id: (row.status, row.owner) for row in rows}
+
     def finish(
         self,
         workflow_id: str,
