@@ -28,6 +28,7 @@ from ray import cloudpickle
 from executor.checkpoint import make_checkpoint, preview
 from executor.config import StoreConfig, handles
 from executor.errors import CheckpointError, InvalidInputError
+from executor.logs import AttemptLog, capture
 from executor.options import TaskOptions
 
 
@@ -80,17 +81,21 @@ def _running(ctx: TaskContext) -> Iterator[None]:
 
 
 class _StartNotices:
-    """RUNNING marks, written in batches by a background thread.
+    """RUNNING marks and live logs, written in batches by a background thread.
 
     A task that finishes before its mark is flushed records its start in its finish
-    write instead, so a short task costs one transaction, not two.
+    write instead, so a short task costs one transaction, not two. A running task's log
+    is written about once a second while it changes, so the dashboard can tail it.
     """
 
     #: How long a start may wait before it is written.
     DELAY = 0.2
+    #: How often running tasks' logs are written while they change.
+    LOG_INTERVAL = 1.0
 
     def __init__(self) -> None:
         self._pending: dict[tuple[StoreConfig, str, str], float] = {}
+        self._logs: dict[tuple[StoreConfig, str, str], AttemptLog] = {}
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._wake = threading.Event()
@@ -106,27 +111,41 @@ class _StartNotices:
                 self._thread.start()
         self._wake.set()
 
+    def watch(self, ctx: TaskContext, log: AttemptLog) -> None:
+        with self._lock:
+            self._logs[(ctx.config, ctx.workflow_id, ctx.task_id)] = log
+
     def finished(self, ctx: TaskContext) -> bool:
-        """Forget the task's start; True if it had already been written."""
+        """Forget the task's start and live log; True if its start had been written."""
+        key = (ctx.config, ctx.workflow_id, ctx.task_id)
         with self._flushing, self._lock:
-            return self._pending.pop((ctx.config, ctx.workflow_id, ctx.task_id), None) is None
+            self._logs.pop(key, None)
+            return self._pending.pop(key, None) is None
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait()
+            self._wake.wait(timeout=self.LOG_INTERVAL if self._logs else None)
             time.sleep(self.DELAY)
             self._wake.clear()
             with self._flushing:
                 with self._lock:
                     batch, self._pending = self._pending, {}
-                grouped: dict[tuple[StoreConfig, str], list[tuple[str, float]]] = {}
+                    logs = [(key, log) for key, log in self._logs.items() if log.dirty]
+                starts: dict[tuple[StoreConfig, str], list[tuple[str, float]]] = {}
                 for (config, workflow_id, task_id), at in batch.items():
-                    grouped.setdefault((config, workflow_id), []).append((task_id, at))
-                for (config, workflow_id), started in grouped.items():
-                    try:
+                    starts.setdefault((config, workflow_id), []).append((task_id, at))
+                live: dict[StoreConfig, list[tuple[str, str, float, str]]] = {}
+                for (config, workflow_id, task_id), log in logs:
+                    live.setdefault(config, []).append(
+                        (workflow_id, task_id, log.started_at, log.text())
+                    )
+                try:
+                    for (config, workflow_id), started in starts.items():
                         handles(config)[0].tasks_started(workflow_id, started)
-                    except Exception:  # a status mark is advisory; the finish write is not
-                        pass
+                    for config, entries in live.items():
+                        handles(config)[0].save_logs(entries)
+                except Exception:  # marks and live logs are advisory; finish writes are not
+                    pass
 
 
 _notices = _StartNotices()
@@ -188,11 +207,16 @@ def run_task(ctx: TaskContext, function_key: str, function: Any, *args: Any, **k
     with _running(ctx):
         while True:
             attempts += 1
+            log = AttemptLog(started if attempts == 1 else time.time())
+            _notices.watch(ctx, log)
             try:
-                result = func(*args, **kwargs)
+                with capture(log):
+                    result = func(*args, **kwargs)
                 break
             except Exception as caught:
+                log.write(_describe(caught))
                 if _should_retry(options, caught, attempts):
+                    store.save_logs([(ctx.workflow_id, ctx.task_id, log.started_at, log.text())])
                     continue
                 if options.catch_exceptions:
                     result, error = None, caught
@@ -204,6 +228,7 @@ def run_task(ctx: TaskContext, function_key: str, function: Any, *args: Any, **k
                     _describe(caught),
                     started,
                     attempts - (1 if flushed else 0),
+                    log=(log.started_at, log.text()),
                 )
                 raise
     if options.catch_exceptions:
@@ -211,13 +236,16 @@ def run_task(ctx: TaskContext, function_key: str, function: Any, *args: Any, **k
     flushed = _notices.finished(ctx)
     delta = attempts - (1 if flushed else 0)
     if isinstance(result, Continuation):
-        return _continue(ctx, result, started, delta)
+        return _continue(ctx, result, started, delta, _log_entry(log))
     checkpoint = None
     try:
         if options.checkpoint:
             checkpoint = make_checkpoint(result, "value", blobs, ctx.workflow_id, ctx.task_id)
     except CheckpointError as failure:
-        store.task_failed(ctx.workflow_id, ctx.task_id, failure.message, started, delta)
+        log.write(failure.message + "\n")
+        store.task_failed(
+            ctx.workflow_id, ctx.task_id, failure.message, started, delta, log=_log_entry(log)
+        )
         raise
     store.task_finished(
         ctx.workflow_id,
@@ -227,8 +255,14 @@ def run_task(ctx: TaskContext, function_key: str, function: Any, *args: Any, **k
         started,
         delta,
         completes=ctx.completes,
+        log=_log_entry(log),
     )
     return result
+
+
+def _log_entry(log: AttemptLog) -> tuple[float, str] | None:
+    text = log.text()
+    return (log.started_at, text) if text else None
 
 
 def _should_retry(options: TaskOptions, error: Exception, attempts: int) -> bool:
@@ -242,7 +276,13 @@ def _describe(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
-def _continue(ctx: TaskContext, continuation: Continuation, started: float, delta: int) -> Any:
+def _continue(
+    ctx: TaskContext,
+    continuation: Continuation,
+    started: float,
+    delta: int,
+    log: tuple[float, str] | None,
+) -> Any:
     from executor.dag import build_graph
     from executor.graph_runner import GraphRunner, new_task_rows
 
@@ -261,6 +301,7 @@ def _continue(ctx: TaskContext, continuation: Continuation, started: float, delt
         started,
         delta,
         new_tasks=new_task_rows(graph, parent_task_id=ctx.task_id),
+        log=log,
     )
     runner = GraphRunner(ctx.config, ctx.workflow_id)
     return Continued(runner.submit(graph, completes=(ctx.task_id, *ctx.completes)))

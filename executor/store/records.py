@@ -48,6 +48,15 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class TaskLog:
+    #: 1 for the first attempt that left output, and so on.
+    attempt: int
+    started_at: float
+    text: str
+    updated_at: float
+
+
+@dataclass(frozen=True)
 class NewTask:
     """A task row to insert when a workflow or a continuation is expanded."""
 

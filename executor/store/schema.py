@@ -104,3 +104,15 @@ events = Table(
     Column("consumed_at", Float, nullable=True),
     Index("ix_gnomon_events_mailbox", "workflow_id", "event_key", "consumed_by"),
 )
+
+#: Each attempt's captured output, keyed by when the attempt started (no read needed to
+#: number attempts; readers number them in order).
+task_logs = Table(
+    "gnomon_task_logs",
+    metadata,
+    Column("workflow_id", ID, primary_key=True),
+    Column("task_id", TASK_ID, primary_key=True),
+    Column("attempt_started_at", Float, primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

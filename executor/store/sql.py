@@ -19,11 +19,12 @@ from executor.store.mailbox import MailboxStore
 from executor.store.records import (
     Checkpoint,
     NewTask,
+    TaskLog,
     TaskRecord,
     WorkflowRecord,
     dump_json,
 )
-from executor.store.schema import checkpoints, events, tasks, workflows
+from executor.store.schema import checkpoints, events, task_logs, tasks, workflows
 
 T = TypeVar("T")
 
@@ -125,8 +126,12 @@ class SqlStore(MailboxStore):
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+    def _dialect_insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, with ON CONFLICT where the dialect has it."""
         return table.insert()
+
+    def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+        return self._dialect_insert(table).on_conflict_do_nothing()
 
     def _is_transient(self, error: sa.exc.DBAPIError) -> bool:
         """Errors worth retrying: a lost connection, not a missing table."""
@@ -366,7 +371,7 @@ class SqlStore(MailboxStore):
     def delete_workflow(self, workflow_id: str) -> None:
         def delete() -> None:
             with self._write() as conn:
-                for table in (checkpoints, tasks, events):
+                for table in (checkpoints, tasks, events, task_logs):
                     conn.execute(table.delete().where(table.c.workflow_id == workflow_id))
                 result = conn.execute(
                     workflows.delete().where(workflows.c.workflow_id == workflow_id)
@@ -410,6 +415,7 @@ class SqlStore(MailboxStore):
         attempts_delta: int,
         completes: Sequence[str] = (),
         new_tasks: Sequence[NewTask] = (),
+        log: tuple[float, str] | None = None,
     ) -> None:
         """Checkpoint a task's output (or, with kind "continuation", the DAG it returned).
 
@@ -431,6 +437,8 @@ class SqlStore(MailboxStore):
                     completes,
                     new_tasks,
                 )
+                if log:
+                    self._save_log(conn, workflow_id, task_id, *log)
 
         self._retrying(write)
 
@@ -496,9 +504,14 @@ class SqlStore(MailboxStore):
         error: str,
         started_at: float,
         attempts_delta: int,
+        log: tuple[float, str] | None = None,
     ) -> None:
+        """``log`` is the last attempt's (start time, captured text)."""
+
         def write() -> None:
             with self._write() as conn:
+                if log:
+                    self._save_log(conn, workflow_id, task_id, *log)
                 conn.execute(
                     tasks.update()
                     .where(tasks.c.workflow_id == workflow_id)
@@ -513,6 +526,57 @@ class SqlStore(MailboxStore):
                 )
 
         self._retrying(write)
+
+    # ---------------------------------------------------------------------- logs
+
+    def _save_log(
+        self, conn: Connection, workflow_id: str, task_id: str, started_at: float, text: str
+    ) -> None:
+        values = {
+            "workflow_id": workflow_id,
+            "task_id": task_id,
+            "attempt_started_at": started_at,
+            "text": text,
+            "updated_at": time.time(),
+        }
+        insert = self._dialect_insert(task_logs).values(**values)
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["workflow_id", "task_id", "attempt_started_at"],
+                set_={"text": insert.excluded.text, "updated_at": insert.excluded.updated_at},
+            )
+        )
+
+    def save_logs(self, logs: Sequence[tuple[str, str, float, str]]) -> None:
+        """Write running attempts' logs: (workflow_id, task_id, attempt started_at, text)."""
+        if not logs:
+            return
+
+        def write() -> None:
+            with self._write() as conn:
+                for workflow_id, task_id, started_at, text in logs:
+                    self._save_log(conn, workflow_id, task_id, started_at, text)
+
+        self._retrying(write)
+
+    def task_logs(self, workflow_id: str, task_id: str) -> list[TaskLog]:
+        """Each attempt's captured output, oldest attempt first (attempt 1, 2, ...)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(task_logs)
+                .where(task_logs.c.workflow_id == workflow_id)
+                .where(task_logs.c.task_id == task_id)
+                .order_by(task_logs.c.attempt_started_at)
+            )
+            return [
+                TaskLog(
+                    attempt=i,
+                    started_at=row.attempt_started_at,
+                    text=row.text,
+                    updated_at=row.updated_at,
+                )
+                for i, row in enumerate(rows, start=1)
+            ]
 
     def set_task_status(
         self, workflow_id: str, task_ids: Sequence[str], status: TaskStatus
@@ -705,10 +769,10 @@ class SqliteStore(SqlStore):
         message = str(error.orig).lower()
         return "locked" in message or "busy" in message
 
-    def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+    def _dialect_insert(self, table: sa.Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
 
-        return insert(table).on_conflict_do_nothing()
+        return insert(table)
 
 
 class PostgresStore(SqlStore):
@@ -733,7 +797,7 @@ class PostgresStore(SqlStore):
     def _locked(self, query: sa.Select) -> sa.Select:
         return query.with_for_update()
 
-    def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
+    def _dialect_insert(self, table: sa.Table) -> Any:
         from sqlalchemy.dialects.postgresql import insert
 
-        return insert(table).on_conflict_do_nothing()
+        return insert(table)
