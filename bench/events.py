@@ -85,17 +85,21 @@ def main() -> None:
         time.sleep(0.2)
     time.sleep(1.0)
     busy = time_ten(args.repeat)
-    print(f"10-task workflow: idle {idle * 1000:.0f} ms, with {args.waiting} waiting "
-          f"{busy * 1000:.0f} ms, ratio {busy / idle:.2f}x (target <= 1.3x)")
+    print(
+        f"10-task workflow: idle {idle * 1000:.0f} ms, with {args.waiting} waiting "
+        f"{busy * 1000:.0f} ms, ratio {busy / idle:.2f}x (target <= 1.3x)"
+    )
 
     latencies = []
-    for workflow_id, ref in zip(ids, refs):
+    for workflow_id, ref in zip(ids, refs, strict=True):
         sent = time.time()
         workflow.send_event(workflow_id, "go", {"n": 1})
         latencies.append(ray.get(ref) - sent)
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
-    print(f"send_event -> downstream start over {len(latencies)} events: "
-          f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (target p50 < 50, p99 < 250)")
+    print(
+        f"send_event -> downstream start over {len(latencies)} events: "
+        f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (target p50 < 50, p99 < 250)"
+    )
     ray.shutdown()
 
 

@@ -1,0 +1,67 @@
+"""Completed workflows per second, 1-task and 3-task, on this machine.
+
+    .venv/bin/python bench/throughput.py [--database-url URL] [--count 400] [--in-flight 50]
+
+Workflows are submitted through the Python API with at most ``--in-flight`` outstanding.
+For comparison (issue 6): DBOS Transact on SQLite measured 67-85 one-step workflows/s
+here; the target is 200 three-task workflows/s on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+
+import ray
+
+from executor import workflow
+
+
+@ray.remote
+def step(x: int) -> int:
+    return x + 1
+
+
+def one_task(i: int):
+    return step.bind(i)
+
+
+def three_tasks(i: int):
+    return step.bind(step.bind(step.bind(i)))
+
+
+def measure(build, count: int, in_flight: int) -> float:
+    run = uuid.uuid4().hex[:8]
+    pending: list[ray.ObjectRef] = []
+    start = time.perf_counter()
+    for i in range(count):
+        if len(pending) >= in_flight:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)
+        pending.append(workflow.run_async(build(i), workflow_id=f"tp-{run}-{i}"))
+    ray.get(pending)
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--in-flight", type=int, default=50)
+    args = parser.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    storage = tempfile.mkdtemp(prefix="gnomon-bench-")
+    url = args.database_url or f"sqlite:///{storage}/bench.db"
+    workflow.init(url, storage=storage)
+    measure(one_task, 50, args.in_flight)  # warm up
+    print(f"database: {url.split('@')[-1]}   workflows: {args.count}   in flight: {args.in_flight}")
+    for name, build in (("1-task", one_task), ("3-task", three_tasks)):
+        rate = measure(build, args.count, args.in_flight)
+        print(f"{name} workflows: {rate:6.1f} completed/s")
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Gnomon's scheduler and dashboard, joined to the Ray cluster, on PostgreSQL.
+set -euo pipefail
+: "${GNOMON_DATABASE_URL:?set GNOMON_DATABASE_URL (postgresql://...)}"
+: "${RAY_ADDRESS:?set RAY_ADDRESS to the head's host:port}"
+gnomon db upgrade
+exec gnomon up \
+  --host "${GNOMON_HOST:-0.0.0.0}" \
+  --port "${GNOMON_PORT:-8080}" \
+  --ray-address "$RAY_ADDRESS" \
+  ${GNOMON_DAGS:+--dags "$GNOMON_DAGS"} \
+  ${GNOMON_EXAMPLES:+--examples}

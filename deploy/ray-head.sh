@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The Ray head node. Schedules nothing itself by default (RAY_HEAD_CPUS=0), so the
+# workers carry the tasks; the workflow manager actor needs no CPU.
+set -euo pipefail
+exec ray start --head \
+  --port="${RAY_PORT:-6380}" \
+  --node-ip-address="${RAY_NODE_IP:-$(hostname -i | awk '{print $1}')}" \
+  --num-cpus="${RAY_HEAD_CPUS:-0}" \
+  --include-dashboard=false \
+  --disable-usage-stats \
+  --block
