@@ -72,18 +72,28 @@ class WorkflowManager:
     async def owner_id(self) -> str:
         return self.owner
 
-    async def run(self, workflow_id: str, graph: bytes | None, fresh: bool) -> Any:
-        """Execute (or join the execution of) a workflow and return its output."""
-        execution = await self.start(workflow_id, graph, fresh)
+    async def run(
+        self, workflow_id: str, graph: bytes | None, fresh: bool, leased_to: str | None = None
+    ) -> Any:
+        """Execute (or join the execution of) a workflow and return its output.
+
+        ``leased_to`` is the owner the submitter created the workflow for; if that is this
+        manager, the lease is already held and needs no second write.
+        """
+        execution = await self.start(workflow_id, graph, fresh, leased_to)
         return await asyncio.shield(execution)
 
-    async def start(self, workflow_id: str, graph: bytes | None, fresh: bool) -> asyncio.Task:
+    async def start(
+        self, workflow_id: str, graph: bytes | None, fresh: bool, leased_to: str | None = None
+    ) -> asyncio.Task:
         self._ensure_heartbeat()
         execution = self.executions.get(workflow_id)
         if execution is not None:
             return execution
         store, _ = handles(self.config)
-        acquired = await asyncio.to_thread(store.acquire, workflow_id, self.owner)
+        acquired = leased_to == self.owner or await asyncio.to_thread(
+            store.acquire, workflow_id, self.owner
+        )
         if not acquired:
             raise WorkflowNotResumableError(workflow_id, "another live process is running it")
         execution = asyncio.create_task(self._execute(workflow_id, graph, fresh))

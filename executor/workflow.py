@@ -176,6 +176,8 @@ def submit(
     blob = None
     if len(data) > (1 << 20):
         blob = handles(config)[1].put(workflow_id, "graph", data)
+    manager = manager_for(config)
+    owner = _manager_owner(config)
     created = store.create_workflow(
         workflow_id,
         name or graph.tasks[graph.output].name.rsplit(".", 1)[-1],
@@ -185,12 +187,26 @@ def submit(
         new_task_rows(graph),
         metadata,
         trigger=trigger,
+        owner=owner,
     )
     if created:
-        return manager_for(config).run.remote(workflow_id, None if blob else data, True)
+        return manager.run.remote(workflow_id, None if blob else data, True, owner)
     if if_exists == "ignore":
         return None
     return _existing(workflow_id)
+
+
+_owners: dict[StoreConfig, str] = {}
+
+
+def _manager_owner(config: StoreConfig) -> str:
+    """The manager's owner id, asked once per process: workflows are created already
+    leased to it. A restarted manager has a new id and simply takes the lease again."""
+    owner = _owners.get(config)
+    if owner is None:
+        owner = ray.get(manager_for(config).owner_id.remote())
+        _owners[config] = owner
+    return owner
 
 
 def _existing(workflow_id: str) -> ray.ObjectRef:

@@ -149,8 +149,14 @@ class SqlStore(MailboxStore):
         new_tasks: Sequence[NewTask],
         user_metadata: dict[str, Any],
         trigger: str = "manual",
+        owner: str | None = None,
+        ttl: float = LEASE_TTL,
     ) -> bool:
-        """Insert a PENDING workflow and its tasks; False if the id already exists."""
+        """Insert a workflow and its tasks; False if the id already exists.
+
+        With ``owner`` the workflow is created RUNNING under that owner's lease, which
+        saves the owner a separate ``acquire``; otherwise it is PENDING with no owner.
+        """
         now = time.time()
 
         def insert() -> bool:
@@ -164,7 +170,10 @@ class SqlStore(MailboxStore):
                     workflows.insert().values(
                         workflow_id=workflow_id,
                         name=name,
-                        status=WorkflowStatus.PENDING.value,
+                        status=(WorkflowStatus.RUNNING if owner else WorkflowStatus.PENDING).value,
+                        owner=owner,
+                        lease_expires_at=now + ttl if owner else None,
+                        started_at=now if owner else None,
                         trigger=trigger,
                         user_metadata=dump_json(user_metadata),
                         graph=graph,
