@@ -1,0 +1,245 @@
+"""The store contract, the same on SQLite and PostgreSQL (the ``store`` fixture)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from executor.checkpoint import dumps, loads
+from executor.status import TaskStatus, WorkflowStatus
+from executor.store import Checkpoint, NewTask, SqlStore, owner_id
+
+
+def _create(store: SqlStore, workflow_id: str, task_ids: list[str] | None = None) -> bool:
+    task_ids = task_ids or ["t"]
+    return store.create_workflow(
+        workflow_id,
+        "contract",
+        b"graph",
+        None,
+        task_ids[-1],
+        [NewTask(task_id=t, name=f"mod.{t}", upstream=[], user_metadata={}) for t in task_ids],
+        {"k": "v"},
+    )
+
+
+def _checkpoint(value) -> Checkpoint:
+    data = dumps(value)
+    return Checkpoint(kind="value", data=data, blob=None, size=len(data))
+
+
+def test_create_workflow_once(store, workflow_id):
+    assert _create(store, workflow_id) is True
+    assert _create(store, workflow_id, ["other"]) is False
+
+    record = store.get_workflow(workflow_id)
+    assert record.status == WorkflowStatus.PENDING
+    assert record.user_metadata == {"k": "v"}
+    assert [t.task_id for t in store.load_tasks(workflow_id)] == ["t"]
+    assert store.load_graph(workflow_id) == (b"graph", None)
+
+
+def test_acquire_respects_a_live_lease(store, workflow_id):
+    _create(store, workflow_id)
+    first, second = owner_id("owner-a"), owner_id("owner-b")
+
+    assert store.acquire(workflow_id, first, ttl=0.5) is True
+    record = store.get_workflow(workflow_id)
+    assert (record.owner, record.status) == (first, WorkflowStatus.RUNNING)
+
+    assert store.acquire(workflow_id, second) is False
+    assert store.get_workflow(workflow_id).owner == first
+
+    # When the first owner stops renewing, its lease lapses and anyone may take over.
+    time.sleep(0.7)
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.RESUMABLE
+    assert store.acquire(workflow_id, second) is True
+    record = store.get_workflow(workflow_id)
+    assert (record.owner, record.status) == (second, WorkflowStatus.RUNNING)
+    assert store.acquire(workflow_id, first) is False
+
+
+def test_renewed_lease_stays_live(store, workflow_id):
+    _create(store, workflow_id)
+    first = owner_id("owner-a")
+    assert store.acquire(workflow_id, first, ttl=0.5)
+    for _ in range(4):
+        time.sleep(0.25)
+        store.renew(first, [workflow_id], ttl=0.5)
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
+    assert store.acquire(workflow_id, owner_id("owner-b")) is False
+
+
+def test_a_dead_owner_reads_resumable_at_once(store, workflow_id):
+    dead_pid = 999_999
+    with pytest.raises(ProcessLookupError):
+        os.kill(dead_pid, 0)
+    dead = f"{socket.gethostname()}/{dead_pid}/x"
+    _create(store, workflow_id)
+
+    assert store.acquire(workflow_id, dead, ttl=3600) is True
+
+    record = store.get_workflow(workflow_id)
+    assert record.lease_expires_at > time.time() + 3000  # the lease alone says "alive"
+    assert record.status == WorkflowStatus.RESUMABLE
+    listed = {r.workflow_id for r in store.list_workflows(statuses=[WorkflowStatus.RESUMABLE])}
+    assert workflow_id in listed
+    assert store.acquire(workflow_id, owner_id("heir")) is True
+
+
+def test_an_owner_on_another_host_is_trusted_until_its_lease_ends(store, workflow_id):
+    elsewhere = "some-other-host.invalid/1/x"
+    _create(store, workflow_id)
+    assert store.acquire(workflow_id, elsewhere, ttl=3600) is True
+
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
+    assert store.acquire(workflow_id, owner_id("local")) is False
+
+
+def test_acquire_is_a_compare_and_set(store, workflow_id):
+    """Given many contenders racing for an unowned workflow, exactly one wins."""
+    _create(store, workflow_id)
+    contenders = 8
+    barrier = threading.Barrier(contenders)
+    results: dict[str, bool] = {}
+
+    def contend(i: int) -> None:
+        owner = owner_id(f"c{i}")
+        barrier.wait(timeout=10)
+        results[owner] = store.acquire(workflow_id, owner)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert len(results) == contenders
+    winners = [owner for owner, won in results.items() if won]
+    assert len(winners) == 1
+    record = store.get_workflow(workflow_id)
+    assert (record.owner, record.status) == (winners[0], WorkflowStatus.RUNNING)
+
+
+def test_finish_by_a_former_owner_is_ignored(store, workflow_id):
+    _create(store, workflow_id)
+    first, second = owner_id("a"), owner_id("b")
+    assert store.acquire(workflow_id, first, ttl=0.1)
+    time.sleep(0.2)
+    assert store.acquire(workflow_id, second)
+
+    assert store.finish(workflow_id, first, WorkflowStatus.FAILED, error="stale") is False
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
+
+    assert store.finish(workflow_id, second, WorkflowStatus.SUCCESSFUL, "42") is True
+    record = store.get_workflow(workflow_id)
+    assert (record.status, record.owner, record.output_preview) == (
+        WorkflowStatus.SUCCESSFUL, None, "42"
+    )
+    assert record.started_at <= record.ended_at
+
+
+def test_first_checkpoint_wins(store, workflow_id):
+    _create(store, workflow_id)
+    started = time.time()
+    store.task_finished(workflow_id, "t", _checkpoint("first"), "'first'", started, 1)
+    store.task_finished(workflow_id, "t", _checkpoint("second"), "'second'", started, 1)
+
+    assert loads(store.load_checkpoint(workflow_id, "t").data) == "first"
+    task = store.get_task(workflow_id, "t")
+    assert task.status == TaskStatus.SUCCESSFUL
+    assert task.output_task_id == "t"
+
+
+def test_ignored_checkpoint_leaves_the_task_row_alone(store, workflow_id):
+    _create(store, workflow_id)
+    started = time.time()
+    store.task_finished(workflow_id, "t", _checkpoint("first"), "'first'", started, 1)
+    before = store.get_task(workflow_id, "t")
+    store.task_finished(workflow_id, "t", _checkpoint("second"), "'second'", started, 1)
+
+    after = store.get_task(workflow_id, "t")
+    assert after.output_preview == "'first'"
+    assert after.attempts == before.attempts
+    assert after.ended_at == before.ended_at
+
+
+def test_list_workflows_keyset_pagination(store, workflow_id):
+    created = [f"{workflow_id}-{i:02d}" for i in range(7)]
+    for each in created:
+        _create(store, each)
+    newest_first = list(reversed(created))
+
+    def pages(**filters) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        for _ in range(10):
+            page = store.list_workflows(limit=3, before=cursor, id_prefix=workflow_id, **filters)
+            assert len(page) <= 3
+            seen += [r.workflow_id for r in page]
+            if len(page) < 3:
+                return seen
+            cursor = (page[-1].created_at, page[-1].workflow_id)
+        raise AssertionError("pagination did not end")
+
+    assert pages() == newest_first
+    assert pages(statuses=[WorkflowStatus.PENDING]) == newest_first
+    assert pages(statuses=[WorkflowStatus.FAILED]) == []
+    full = [r.workflow_id for r in store.list_workflows(id_prefix=workflow_id)]
+    assert full == newest_first
+
+
+def test_list_workflows_id_prefix_is_literal(store, workflow_id):
+    _create(store, f"{workflow_id}_a")
+    _create(store, f"{workflow_id}xa")
+    listed = [r.workflow_id for r in store.list_workflows(id_prefix=f"{workflow_id}_")]
+    assert listed == [f"{workflow_id}_a"]
+
+
+def _finish_tasks(url: str, workflow_id: str, task_ids: list[str], start) -> None:
+    """Runs in a spawned process: one writer among several."""
+    store = SqlStore.create(url)
+    start.wait(timeout=60)
+    for task_id in task_ids:
+        now = time.time()
+        store.tasks_started(workflow_id, [(task_id, now)])
+        store.task_finished(workflow_id, task_id, _checkpoint(task_id), repr(task_id), now, 0)
+    store.dispose()
+
+
+def test_concurrent_writers_in_separate_processes(store, database_url, workflow_id):
+    writers, per_writer = 4, 100
+    task_ids = [f"task-{i:03d}" for i in range(writers * per_writer)]
+    _create(store, workflow_id, task_ids)
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    processes = [
+        context.Process(
+            target=_finish_tasks,
+            args=(database_url, workflow_id, task_ids[i::writers], start),
+        )
+        for i in range(writers)
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    for process in processes:
+        process.join(timeout=120)
+    codes = [process.exitcode for process in processes]
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+
+    assert codes == [0] * writers
+    tasks = store.load_tasks(workflow_id)
+    assert len(tasks) == writers * per_writer
+    assert {t.status for t in tasks} == {TaskStatus.SUCCESSFUL}
+    assert all(t.attempts == 1 for t in tasks)
+    checkpoints = store.load_checkpoints(workflow_id, task_ids)
+    assert {k: loads(v.data) for k, v in checkpoints.items()} == {t: t for t in task_ids}
