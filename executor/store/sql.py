@@ -77,7 +77,9 @@ class SqlStore(TaskStore, MailboxStore):
     def __init__(self, url: str, engine: Engine) -> None:
         self.url = url
         self.engine = engine
-        self._insert_checkpoint = self._insert_ignoring_duplicates(checkpoints)
+        self._insert_checkpoint = self._insert_ignoring_duplicates(checkpoints).returning(
+            checkpoints.c.task_id
+        )
 
     # ----------------------------------------------------------------- factory
 

@@ -143,8 +143,9 @@ class TaskStore:
                     "blob": checkpoint.blob,
                     "size": checkpoint.size,
                 },
-            ).rowcount
-            if inserted == 0:
+            ).first()
+            # RETURNING, not rowcount: psycopg reports -1 for a skipped ON CONFLICT.
+            if inserted is None:
                 return  # checkpointed already: the first result and its row stand
         conn.execute(
             _FINISH_TASK,
