@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from executor.errors import DatabaseUnavailableError, WorkflowNotFoundError
+from executor.errors import DatabaseUnavailableError, InvalidInputError, WorkflowNotFoundError
 from executor.status import WorkflowStatus
 from executor.store.mailbox import MailboxStore
 from executor.store.records import (
@@ -93,7 +93,9 @@ class SqlStore(TaskStore, MailboxStore):
             return SqliteStore.open(url)
         if backend == "postgresql":
             return PostgresStore.open(url)
-        return SqlStore(url, sa.create_engine(url, pool_pre_ping=True))
+        raise InvalidInputError(
+            f"Unsupported database {backend!r}: Gnomon stores state in SQLite or PostgreSQL"
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()
