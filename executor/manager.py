@@ -29,7 +29,7 @@ from executor.errors import (
 )
 from executor.events import SUSPEND_AFTER, HTTPListener, WorkflowSuspended, mailbox_key
 from executor.graph_runner import GraphRunner
-from executor.runtime import Continued, TaskContext, submit_task
+from executor.runtime import Continued, TaskContext
 from executor.status import WorkflowStatus
 from executor.store import LEASE_TTL, Checkpoint, owner_id
 
@@ -174,25 +174,6 @@ class WorkflowManager:
         if await asyncio.to_thread(store.acquire, workflow_id, self.owner):
             return await self._execute(workflow_id, None, False)
         return await self.output(workflow_id)
-
-    async def expand(self, workflow_id: str, graph: Graph, completes: tuple[str, ...]) -> Any:
-        """Submit a continuation a task returned; its output is followed like the task's."""
-        runner = self.runners.get(workflow_id)
-        if workflow_id not in self.executions or runner is None:
-            raise WorkflowCancellationError(workflow_id)
-        return Continued(runner.submit(graph, completes=completes))
-
-    async def resubmit(
-        self, ctx: TaskContext, function_key: str, function: Any, args: tuple, kwargs: dict
-    ) -> Any:
-        """Run a task again once the continuations its arguments wait on are ready."""
-        if ctx.workflow_id not in self.executions:
-            raise WorkflowCancellationError(ctx.workflow_id)
-        ref = submit_task(ctx, function_key, function, args, kwargs)
-        runner = self.runners.get(ctx.workflow_id)
-        if runner is not None:
-            runner.submitted.append(ref)
-        return Continued(ref)
 
     # ------------------------------------------------------------------ waits
 
