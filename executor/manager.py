@@ -361,6 +361,8 @@ def manager_for(config: StoreConfig) -> Any:
             lifetime="detached",
             get_if_exists=True,
             max_concurrency=10000,
+            # On the head node: it lives as long as the cluster, while workers come and go.
+            resources={"node:__internal_head__": 0.001},
         ).remote(config)
         _handles[config] = handle
     return handle
