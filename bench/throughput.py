@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--in-flight", type=int, default=50)
     args = parser.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     storage = tempfile.mkdtemp(prefix="gnomon-bench-")
     url = args.database_url or f"sqlite:///{storage}/bench.db"
     workflow.init(url, storage=storage)

@@ -8,4 +8,5 @@ exec ray start --head \
   --num-cpus="${RAY_HEAD_CPUS:-0}" \
   --include-dashboard=false \
   --disable-usage-stats \
+  ${RAY_TEMP_DIR:+--temp-dir="$RAY_TEMP_DIR"} \
   --block

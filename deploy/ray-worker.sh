@@ -8,4 +8,5 @@ exec ray start \
   --node-ip-address="${RAY_NODE_IP:-$(hostname -i | awk '{print $1}')}" \
   ${RAY_WORKER_CPUS:+--num-cpus="$RAY_WORKER_CPUS"} \
   --disable-usage-stats \
+  ${RAY_TEMP_DIR:+--temp-dir="$RAY_TEMP_DIR"} \
   --block

@@ -85,8 +85,10 @@ def init(database_url: str | None = None, *, storage: str | None = None) -> Stor
     global _config
     config = StoreConfig.resolve(database_url, storage)
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=True)
+        # "local" rather than None: None would also join whatever cluster `ray start`
+        # last left in /tmp/ray, which is not what "otherwise start a local Ray" means.
+        address = os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
     store, _ = handles(config)
     upgrade(store)
     _config = config

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     import ray
     from executor import workflow
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     workflow.init(database_url, storage=storage)
 
     @ray.remote
