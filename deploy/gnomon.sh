@@ -2,7 +2,7 @@
 # Gnomon's scheduler and dashboard, joined to the Ray cluster, on PostgreSQL.
 set -euo pipefail
 : "${GNOMON_DATABASE_URL:?set GNOMON_DATABASE_URL (postgresql://...)}"
-: "${RAY_ADDRESS:?set RAY_ADDRESS to the head's host:port}"
+: "${RAY_ADDRESS:?set RAY_ADDRESS to the head host:port}"
 gnomon db upgrade
 exec gnomon up \
   --host "${GNOMON_HOST:-0.0.0.0}" \

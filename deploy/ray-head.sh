@@ -4,7 +4,7 @@
 set -euo pipefail
 exec ray start --head \
   --port="${RAY_PORT:-6380}" \
-  --node-ip-address="${RAY_NODE_IP:-$(hostname -i | awk '{print $1}')}" \
+  ${RAY_NODE_IP:+--node-ip-address="$RAY_NODE_IP"} \
   --num-cpus="${RAY_HEAD_CPUS:-0}" \
   --include-dashboard=false \
   --disable-usage-stats \

@@ -2,10 +2,10 @@
 # A Ray worker node joining the head at $RAY_HEAD_ADDRESS (host:port). Scale with
 # `docker compose up --scale ray-worker=N`.
 set -euo pipefail
-: "${RAY_HEAD_ADDRESS:?set RAY_HEAD_ADDRESS to the head's host:port}"
+: "${RAY_HEAD_ADDRESS:?set RAY_HEAD_ADDRESS to the head host:port}"
 exec ray start \
   --address="$RAY_HEAD_ADDRESS" \
-  --node-ip-address="${RAY_NODE_IP:-$(hostname -i | awk '{print $1}')}" \
+  ${RAY_NODE_IP:+--node-ip-address="$RAY_NODE_IP"} \
   ${RAY_WORKER_CPUS:+--num-cpus="$RAY_WORKER_CPUS"} \
   --disable-usage-stats \
   ${RAY_TEMP_DIR:+--temp-dir="$RAY_TEMP_DIR"} \
