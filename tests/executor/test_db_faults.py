@@ -1,0 +1,53 @@
+"""Fault: PostgreSQL restarts mid-run. Writes retry with backoff; nothing runs twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+import ray
+
+pytestmark = pytest.mark.slow
+
+
+def _restart_postgres() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@ray.remote
+def step(marks: str, name: str, *upstream: int) -> int:
+    import time
+
+    with open(os.path.join(marks, name), "a") as handle:
+        handle.write("ran\n")
+    time.sleep(0.7)
+    return 1 + sum(upstream)
+
+
+def test_postgres_restart_mid_run(ray_address, postgresql_url, blob_root, marks, workflow_id):
+    from executor import workflow
+
+    workflow.init(postgresql_url, storage=str(blob_root))
+    node = step.bind(str(marks), "s0")
+    for i in range(1, 8):
+        node = step.bind(str(marks), f"s{i}", node)
+    ref = workflow.run_async(node, workflow_id=workflow_id)
+
+    deadline = time.monotonic() + 60
+    while not (marks / "s2").exists():
+        assert time.monotonic() < deadline, "the workflow never got going"
+        time.sleep(0.1)
+    _restart_postgres()
+
+    assert ray.get(ref, timeout=180) == 8
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.SUCCESSFUL
+    runs = {p.name: p.read_text().count("ran") for p in marks.iterdir()}
+    assert runs == {f"s{i}": 1 for i in range(8)}, runs
