@@ -24,9 +24,7 @@ PG_ADMIN_URL = os.environ.get(
 @pytest.fixture(scope="session")
 def ray_address() -> Iterator[str]:
     """A local Ray cluster on free ports (Redis holds 6379 here), started once."""
-    context = ray.init(
-        address="local", num_cpus=4, include_dashboard=False, log_to_driver=False
-    )
+    context = ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield context.address_info["gcs_address"]
     ray.shutdown()
 

@@ -132,8 +132,17 @@ def test_list_all_rejects_a_non_string_status(workflow):
         lambda wf, i: wf.resume(i),
         lambda wf, i: wf.resume_async(i),
     ],
-    ids=["get_status", "get_output", "get_output_task", "get_metadata", "get_metadata_task",
-         "cancel", "delete", "resume", "resume_async"],
+    ids=[
+        "get_status",
+        "get_output",
+        "get_output_task",
+        "get_metadata",
+        "get_metadata_task",
+        "cancel",
+        "delete",
+        "resume",
+        "resume_async",
+    ],
 )
 def test_unknown_id_raises_not_found(workflow, workflow_id, call):
     missing = f"{workflow_id}-missing"
@@ -294,21 +303,24 @@ def test_resume_of_an_active_workflow_is_refused(workflow, workflow_id, marks):
 
 
 @pytest.mark.xfail(
-    reason="a cancel that reaches the manager before it registers the execution is lost: "
-    "acquire() overwrites CANCELED with RUNNING, or the heartbeat sees it ~10 s later",
+    reason="manager.cancel() cancels an asyncio task that has not started yet, so "
+    "_execute's CancelledError handler never records CANCELED: the workflow stays RUNNING "
+    "(created leased to the manager) until its lease lapses",
     strict=True,
 )
 def test_cancel_right_after_submission(workflow, workflow_id, marks):
+    """A cancel that follows run_async at once stops the workflow and records it.
+
+    Whether the cancel reaches the manager before or after the run has started is a race,
+    so it is tried many times; each cancel must leave the workflow CANCELED at once."""
     m = str(marks)
-    ids = [f"{workflow_id}-{i}" for i in range(4)]
-    for each in ids:
+    for attempt in range(40):
+        each = f"{workflow_id}-{attempt}"
         workflow.run_async(after_nap.bind(nap.bind(2, m), m), workflow_id=each)
         workflow.cancel(each)
+        assert workflow.get_status(each) == workflow.WorkflowStatus.CANCELED, attempt
 
-    time.sleep(3)
-    assert {each: workflow.get_status(each) for each in ids} == dict.fromkeys(
-        ids, workflow.WorkflowStatus.CANCELED
-    )
+    time.sleep(2.5)
     assert _runs(marks, "after-nap") == 0
 
 

@@ -15,6 +15,14 @@ from executor.status import TaskStatus, WorkflowStatus
 from executor.store import Checkpoint, NewTask, SqlStore, owner_id
 
 
+@pytest.fixture(autouse=True)
+def _remove_contract_rows(store, workflow_id):
+    """These rows have no runnable graph: remove them, so no recovery tries to run them."""
+    yield
+    for record in store.list_workflows(id_prefix=workflow_id):
+        store.delete_workflow(record.workflow_id)
+
+
 def _create(store: SqlStore, workflow_id: str, task_ids: list[str] | None = None) -> bool:
     task_ids = task_ids or ["t"]
     return store.create_workflow(
@@ -139,7 +147,9 @@ def test_finish_by_a_former_owner_is_ignored(store, workflow_id):
     assert store.finish(workflow_id, second, WorkflowStatus.SUCCESSFUL, "42") is True
     record = store.get_workflow(workflow_id)
     assert (record.status, record.owner, record.output_preview) == (
-        WorkflowStatus.SUCCESSFUL, None, "42"
+        WorkflowStatus.SUCCESSFUL,
+        None,
+        "42",
     )
     assert record.started_at <= record.ended_at
 
