@@ -96,6 +96,11 @@ class WorkflowManager:
         )
         if not acquired:
             raise WorkflowNotResumableError(workflow_id, "another live process is running it")
+        if leased_to == self.owner:
+            # A cancel may overtake this call: Ray does not order one caller's actor calls.
+            record = await asyncio.to_thread(store.get_workflow, workflow_id)
+            if record.status == WorkflowStatus.CANCELED:
+                raise WorkflowCancellationError(workflow_id)
         execution = asyncio.create_task(self._execute(workflow_id, graph, fresh))
         self.executions[workflow_id] = execution
         execution.add_done_callback(lambda _: self._forget(workflow_id))
@@ -125,6 +130,10 @@ class WorkflowManager:
             await execution
         except (asyncio.CancelledError, WorkflowError):
             pass
+        # A task cancelled before its first step never ran its handler: record it here
+        # (guarded by the owner, so a second write is harmless).
+        store, _ = handles(self.config)
+        await asyncio.to_thread(store.finish, workflow_id, self.owner, WorkflowStatus.CANCELED)
         return True
 
     async def _execute(self, workflow_id: str, graph_data: bytes | None, fresh: bool) -> Any:
@@ -159,6 +168,16 @@ class WorkflowManager:
                 failure_text(cause),
             )
             raise WorkflowExecutionError(workflow_id, _one_line(cause)) from cause
+        except Exception as error:  # e.g. a stored graph that no longer unpickles here
+            await asyncio.to_thread(
+                store.finish,
+                workflow_id,
+                self.owner,
+                WorkflowStatus.FAILED,
+                None,
+                f"Workflow could not be started: {type(error).__name__}: {error}",
+            )
+            raise WorkflowExecutionError(workflow_id, _one_line(error)) from error
         await asyncio.to_thread(
             store.finish, workflow_id, self.owner, WorkflowStatus.SUCCESSFUL, preview(value)
         )

@@ -354,7 +354,7 @@ def list_all(
         if items is None:
             raise InvalidInputError(
                 f"status_filter must be a WorkflowStatus, a string or a set of them, "
-                f"got {type(status_filter).__name__}"
+                f"got {status_filter!r} ({type(status_filter).__name__})"
             )
         statuses = [_parse_status(item) for item in items]
     return [(r.workflow_id, r.status) for r in store.list_workflows(statuses=statuses)]

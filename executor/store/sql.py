@@ -49,7 +49,11 @@ def owner_is_dead(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    try:  # a zombie still answers kill(0); it is dead all the same
+        with open(f"/proc/{pid_text}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def normalize_url(url: str) -> str:

@@ -91,13 +91,7 @@ def test_list_all_filters_by_status(workflow, finished_pair):
     [
         "BOGUS",
         {"SUCCESSFUL", "BOGUS"},
-        pytest.param(
-            42,
-            marks=pytest.mark.xfail(
-                reason="list_all(42) names the type ('got int'), not the bad value",
-                strict=True,
-            ),
-        ),
+        42,
     ],
 )
 def test_list_all_rejects_a_bad_status_filter(workflow, bad):
@@ -302,12 +296,6 @@ def test_resume_of_an_active_workflow_is_refused(workflow, workflow_id, marks):
     assert _runs(marks, "nap-started") == 1
 
 
-@pytest.mark.xfail(
-    reason="manager.cancel() cancels an asyncio task that has not started yet, so "
-    "_execute's CancelledError handler never records CANCELED: the workflow stays RUNNING "
-    "(created leased to the manager) until its lease lapses",
-    strict=True,
-)
 def test_cancel_right_after_submission(workflow, workflow_id, marks):
     """A cancel that follows run_async at once stops the workflow and records it.
 
@@ -341,12 +329,6 @@ def takes(value) -> int:
     return 1
 
 
-@pytest.mark.xfail(
-    reason="WorkflowManager._execute catches only RayError/WorkflowError: a graph that fails "
-    "to load leaves the workflow RUNNING (no error recorded) and run() raises a raw "
-    "RayTaskError",
-    strict=True,
-)
 def test_a_workflow_that_cannot_start_fails_clearly(workflow, workflow_id):
     with pytest.raises(workflow.WorkflowExecutionError, match="cannot be loaded here"):
         workflow.run(takes.bind(Unloadable()), workflow_id=workflow_id)
