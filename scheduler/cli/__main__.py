@@ -1,0 +1,5 @@
+"""``python -m scheduler.cli`` is ``gnomon``."""
+
+from scheduler.cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""``gnomon up``: Ray, migrations, the scheduler and the dashboard, in one process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from executor.config import DATA_DIR
+from scheduler.cli.context import Context, database_options
+from scheduler.loader import load_dags, load_examples
+from scheduler.registry import REGISTRY
+
+log = logging.getLogger(__name__)
+
+#: Where a generated dashboard token is kept (mode 0600) when $GNOMON_API_TOKEN is unset.
+TOKEN_FILE = DATA_DIR / "api_token"
+
+
+@click.command()
+@click.option(
+    "--dags",
+    "dags",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Import every module in DIR and schedule what it registers.",
+)
+@click.option("--examples", is_flag=True, help="Register the bundled example workflows.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Dashboard address.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Dashboard port."
+)
+@database_options(needs_ray=True)
+def up(gn: Context, dags: tuple[str, ...], examples: bool, host: str, port: int) -> None:
+    """Start (or join) Ray, migrate, and run the scheduler and the dashboard.
+
+    Stops cleanly on Ctrl-C or SIGTERM. Running workflows are left to the cluster (or,
+    with a local Ray, resumed by the next start).
+    """
+    _configure_logging()
+    gn.store()  # an unreachable database fails here, before Ray starts
+    for folder in dags:
+        _report(folder, load_dags(folder, REGISTRY))
+    if examples:
+        _report("examples", load_examples(REGISTRY))
+
+    import ray
+
+    from scheduler.service import SchedulerService
+
+    gn.workflow()
+    service = SchedulerService(REGISTRY, gn.config.database_url, storage=gn.config.storage)
+    stop = _stop_on_signals()
+    service.start()
+    server = None
+    try:
+        server = _serve_dashboard(gn, service, host, port)
+        address = ray.get_runtime_context().gcs_address
+        click.echo(
+            f"Gnomon is up: {len(REGISTRY)} schedule(s), database {gn.safe_url}, Ray {address}"
+        )
+        if server is None:
+            click.echo("Dashboard: not installed (no web package); the scheduler runs alone")
+        else:
+            click.echo(f"Dashboard: {server[1]}")
+        click.echo(f"Other gnomon commands join this Ray with: export RAY_ADDRESS={address}")
+        click.echo("Press Ctrl-C to stop.")
+        while not stop.wait(0.5):
+            pass
+        click.echo("Stopping...", err=True)
+    finally:
+        if server is not None:
+            server[0].close()
+        service.stop()
+        ray.shutdown()
+    click.echo("Stopped.", err=True)
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _report(source: str, result: Any) -> None:
+    for path, message in result.errors.items():
+        click.echo(f"Error: dags file {path} did not load: {message}", err=True)
+    log.info("Loaded %d schedule(s) from %s", len(result.schedules), source)
+
+
+def _stop_on_signals() -> threading.Event:
+    """Ctrl-C and SIGTERM set the event; a second one stops at once."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    return stop
+
+
+def _serve_dashboard(gn: Context, service: Any, host: str, port: int) -> tuple[Any, str] | None:
+    """Serve the dashboard (``web``) with waitress, if it is installed: (server, URL)."""
+    try:
+        from web import create_app, serve
+    except ImportError:
+        return None
+    token = api_token()
+    app = create_app(
+        {
+            "DATABASE_URL": gn.config.database_url,
+            "STORAGE": gn.config.storage,
+            "API_TOKEN": token,
+            "SCHEDULER": service,
+        }
+    )
+    try:
+        server = serve(app, host, port)
+    except OSError as error:
+        raise click.ClickException(f"Cannot listen on {host}:{port}: {error.strerror}") from None
+    return server, f"{server.url}?token={token}"
+
+
+def api_token() -> str:
+    """``$GNOMON_API_TOKEN``, else a token generated once into the data directory."""
+    token = os.environ.get("GNOMON_API_TOKEN")
+    if token:
+        return token
+    path = Path(TOKEN_FILE)
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token)
+    os.environ["GNOMON_API_TOKEN"] = token
+    return token

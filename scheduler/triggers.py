@@ -1,0 +1,165 @@
+"""When a schedule fires: cron (in a time zone), a fixed interval, one date, or never.
+
+A ``TriggerSpec`` is the schedule's declared trigger as plain data. It is stored with the
+APScheduler job, so a restart can tell whether the code changed the trigger, and it
+builds the APScheduler trigger that computes the fire times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from scheduler.errors import InvalidScheduleError
+
+#: Interval ticks are aligned to this instant, so every replica and every restart computes
+#: the same logical dates (``interval=60`` fires on the minute).
+INTERVAL_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class WallClockCronTrigger(CronTrigger):
+    """A cron trigger that fires a fixed wall-clock time once on the day clocks go back.
+
+    APScheduler 3 fires ``30 2 * * *`` in Europe/Berlin twice on the autumn DST change
+    (02:30 CEST, then 02:30 CET). Like Vixie cron, a job whose hour field is not ``*``
+    runs once; an hourly job still fires every real hour.
+    """
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        fire = super().get_next_fire_time(previous_fire_time, now)
+        if fire is None or previous_fire_time is None or self._every_hour():
+            return fire
+        if _wall_clock(fire) == _wall_clock(previous_fire_time.astimezone(fire.tzinfo)):
+            return super().get_next_fire_time(fire, fire)
+        return fire
+
+    def _every_hour(self) -> bool:
+        return any(field.name == "hour" and str(field) == "*" for field in self.fields)
+
+
+def _wall_clock(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=None, fold=0)
+
+
+class NeverTrigger(BaseTrigger):
+    """A trigger-only schedule: runs start by hand (CLI, API, dashboard), never by time."""
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        return None
+
+    def __str__(self) -> str:
+        return "manual"
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    """One of: ``cron`` (with ``timezone``), ``interval`` seconds, ``at`` a date, or none."""
+
+    kind: str
+    cron: str | None = None
+    timezone: str = "UTC"
+    interval: float | None = None
+    at: datetime | None = None
+
+    @staticmethod
+    def parse(
+        cron: str | None = None,
+        interval: float | timedelta | None = None,
+        at: datetime | None = None,
+        timezone: str = "UTC",
+    ) -> TriggerSpec:
+        """Validate a schedule's trigger options; raises ``InvalidScheduleError``."""
+        given = [
+            name
+            for name, value in (("cron", cron), ("interval", interval), ("at", at))
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise InvalidScheduleError(f"Give one of cron=, interval= or at=, not {given}")
+        zone = _zone(timezone)
+        if cron is not None:
+            spec = TriggerSpec("cron", cron=" ".join(str(cron).split()), timezone=timezone)
+            spec.build()  # validates the expression
+            return spec
+        if interval is not None:
+            seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+                raise InvalidScheduleError(
+                    f"interval must be a positive number of seconds or a timedelta, "
+                    f"got {interval!r}"
+                )
+            return TriggerSpec("interval", interval=float(seconds), timezone=timezone)
+        if at is not None:
+            if not isinstance(at, datetime):
+                raise InvalidScheduleError(f"at must be a datetime, got {type(at).__name__}")
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=zone)
+            return TriggerSpec("date", at=at.astimezone(_UTC), timezone=timezone)
+        return TriggerSpec("none", timezone=timezone)
+
+    def build(self) -> BaseTrigger:
+        if self.kind == "cron":
+            assert self.cron is not None
+            try:
+                return WallClockCronTrigger.from_crontab(self.cron, timezone=_zone(self.timezone))
+            except ValueError as error:
+                raise InvalidScheduleError(f"Bad cron expression {self.cron!r}: {error}") from None
+        if self.kind == "interval":
+            assert self.interval is not None
+            return IntervalTrigger(seconds=self.interval, start_date=INTERVAL_EPOCH, timezone=_UTC)
+        if self.kind == "date":
+            return DateTrigger(run_date=self.at, timezone=_UTC)
+        return NeverTrigger()
+
+    def describe(self) -> str:
+        """A short human form: ``cron 0 3 * * * (UTC)``, ``every 60s``, ``at ...``, ``manual``."""
+        if self.kind == "cron":
+            return f"cron {self.cron} ({self.timezone})"
+        if self.kind == "interval":
+            assert self.interval is not None
+            value = int(self.interval) if self.interval.is_integer() else self.interval
+            return f"every {value}s"
+        if self.kind == "date":
+            assert self.at is not None
+            return f"at {self.at.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        return "manual"
+
+    def as_state(self) -> dict[str, Any]:
+        """Plain data for the job store (compared on restart to spot a changed trigger)."""
+        state = asdict(self)
+        state["at"] = self.at.isoformat() if self.at else None
+        return state
+
+
+def fire_times(
+    trigger: BaseTrigger, after: datetime, until: datetime, limit: int = 10_000
+) -> list[datetime]:
+    """The fire times in ``(after, until]``, as APScheduler computes them."""
+    times: list[datetime] = []
+    fire = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    while fire is not None and fire <= until and len(times) < limit:
+        times.append(fire)
+        # Step in UTC: local arithmetic drops ``fold`` and lands an hour early at DST's end.
+        fire = trigger.get_next_fire_time(fire, fire.astimezone(_UTC) + timedelta(microseconds=1))
+    return times
+
+
+_UTC = timezone.utc
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise InvalidScheduleError(f"Unknown time zone {name!r}") from None

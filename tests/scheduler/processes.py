@@ -1,0 +1,118 @@
+"""Running ``gnomon up`` in a subprocess for the restart and replica tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: The console script installed with the package.
+GNOMON = str(Path(sys.executable).with_name("gnomon"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GnomonUp:
+    """``gnomon up`` in its own session, so the whole process group can be killed."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        environment = {**os.environ, **(env or {})}
+        self._handle = open(log, "ab")
+        self.process = subprocess.Popen(
+            [GNOMON, "up", *args],
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=environment,
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.text():
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"gnomon up exited ({self.process.returncode}):\n{self.text()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} after {timeout}s:\n{self.text()[-3000:]}")
+            time.sleep(0.2)
+
+    def family(self) -> list[int]:
+        """This process and all its descendants (Ray workers start sessions of their own)."""
+        parents = _parents()
+        family = [self.process.pid]
+        for pid in family:
+            family.extend(child for child, parent in parents.items() if parent == pid)
+        return family
+
+    def kill_hard(self) -> None:
+        """kill -9 the process, the Ray it started, and everything else it spawned."""
+        family = self.family()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM; returns the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.kill_hard()
+        else:
+            try:  # whatever the clean stop left behind in its process group
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._handle.close()
+
+    def leftovers(self) -> list[int]:
+        """Live (not zombie) processes still in this process group."""
+        found = []
+        for pid in _parents():
+            try:
+                if os.getpgid(pid) == self.process.pid and _state(pid) != "Z":
+                    found.append(pid)
+            except (ProcessLookupError, OSError):
+                continue
+        return found
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid, from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

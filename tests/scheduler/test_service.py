@@ -1,0 +1,208 @@
+"""The scheduler service on real APScheduler, Ray, SQLite and PostgreSQL: ticks, one-offs,
+manual triggers, pause, duplicate ticks, factory errors and restarts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import ray
+
+from executor.status import WorkflowStatus
+from scheduler import jobs
+from scheduler.errors import RunExistsError, ScheduleNotFoundError
+from scheduler.registry import Registry, format_logical_date, parse_logical_date, run_id
+from tests.scheduler.waiting import count, eventually, mark
+
+UTC = timezone.utc
+OK = WorkflowStatus.SUCCESSFUL
+
+
+@ray.remote
+def stamp(logical: str, params: dict, marks: str) -> dict:
+    mark(marks, logical)
+    return {"logical": logical, "params": params}
+
+
+def stamping(marks):
+    def factory(run):
+        return stamp.bind(format_logical_date(run.logical_date), run.params, str(marks))
+
+    return factory
+
+
+def finished(store, name, at_least):
+    records = [r for r in store.list_workflows(name=name) if r.status == OK]
+    return records if len(records) >= at_least else None
+
+
+def test_interval_ticks_run_with_their_logical_dates(
+    workflow, services, registry, name, marks, store
+):
+    registry.register(
+        stamping(marks),
+        name=name,
+        interval=1,
+        params={"p": 1},
+        max_active_runs=3,
+        metadata={"team": "data"},
+    )
+    services(registry)
+
+    records = eventually(lambda: finished(store, name, 3), timeout=30, what="three ticks")
+
+    for record in records:
+        logical = record.workflow_id.split("@", 1)[1]
+        assert record.workflow_id == run_id(name, parse_logical_date(logical))
+        assert parse_logical_date(logical).microsecond == 0  # on the interval's boundaries
+        assert record.trigger == "schedule"
+        assert record.user_metadata == {
+            "team": "data",
+            "schedule": name,
+            "logical_date": logical,
+            "params": {"p": 1},
+        }
+        assert workflow.get_output(record.workflow_id) == {"logical": logical, "params": {"p": 1}}
+        assert count(marks, logical) == 1
+
+
+def test_one_off_fires_once_and_not_again_after_a_restart(services, registry, name, marks, store):
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    registry.register(stamping(marks), name=name, at=at)
+    first = services(registry)
+
+    eventually(lambda: finished(store, name, 1), timeout=30, what="the one-off run")
+    first.stop()
+    second = services(registry)
+    time.sleep(1.0)
+
+    assert [r.workflow_id for r in store.list_workflows(name=name)] == [run_id(name, at)]
+    assert count(marks, format_logical_date(at)) == 1
+    assert second.schedule(name).next_run_at is None
+
+
+def test_trigger_merges_params_over_the_defaults(workflow, services, registry, name, marks, store):
+    registry.register(stamping(marks), name=name, params={"region": "eu", "limit": 10})
+    service = services(registry)
+
+    workflow_id = service.trigger(name, {"limit": 99}, trigger="api")
+
+    assert workflow.wait_for_completion(workflow_id, timeout=30) == OK
+    assert workflow.get_output(workflow_id)["params"] == {"region": "eu", "limit": 99}
+    assert store.get_workflow(workflow_id).trigger == "api"
+    with pytest.raises(RunExistsError):
+        service.trigger(name, workflow_id=workflow_id)
+
+    # Another process (no dags loaded) stores the request; the running service starts it.
+    control = services(Registry(), start=False)
+    queued = control.trigger(name, {"region": "us"})
+    eventually(
+        lambda: store.list_workflows(id_prefix=queued) and workflow.get_status(queued) == OK,
+        timeout=30,
+        what="the queued trigger",
+    )
+    assert workflow.get_output(queued)["params"] == {"region": "us", "limit": 10}
+    with pytest.raises(ScheduleNotFoundError, match="No schedule 'nope'"):
+        control.trigger("nope")
+
+
+def test_pause_survives_a_restart_and_unpause_resumes(services, registry, name, marks, store):
+    registry.register(stamping(marks), name=name, interval=1)
+    service = services(registry)
+    eventually(lambda: finished(store, name, 1), timeout=30, what="a first tick")
+
+    service.pause(name)
+    service.stop()
+    runs_when_paused = len(store.list_workflows(name=name))
+    restarted = services(registry)  # registered paused=False: the stored pause wins
+
+    info = restarted.schedule(name)
+    assert info.paused and info.next_run_at is None
+    time.sleep(2.5)
+    assert len(store.list_workflows(name=name)) == runs_when_paused
+
+    restarted.unpause(name)
+    assert restarted.schedule(name).next_run_at is not None
+    eventually(
+        lambda: len(store.list_workflows(name=name)) > runs_when_paused,
+        timeout=30,
+        what="a tick after unpause",
+    )
+    with pytest.raises(ScheduleNotFoundError):
+        restarted.pause("nope")
+
+
+def test_registered_paused_starts_paused(services, registry, name, marks):
+    registry.register(stamping(marks), name=name, interval=1, paused=True)
+    service = services(registry, start=False)
+    service.sync()
+    assert service.schedule(name).paused
+
+
+def test_a_duplicate_tick_is_a_no_op(workflow, services, registry, name, marks, store):
+    registry.register(stamping(marks), name=name)
+    service = services(registry)
+    schedule = registry.get(name)
+    tick = datetime(2026, 1, 1, 3, tzinfo=UTC)
+
+    assert service.launcher.launch(schedule, tick) == run_id(name, tick)
+    assert service.launcher.launch(schedule, tick) is None
+    # Replicas firing the same tick at the same moment.
+    racing_tick = tick + timedelta(days=1)
+    results: list = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(service.launcher.launch(schedule, racing_tick))
+        )
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert results.count(run_id(name, racing_tick)) == 1 and results.count(None) == 3
+    for moment in (tick, racing_tick):
+        assert workflow.wait_for_completion(run_id(name, moment), timeout=30) == OK
+        assert count(marks, format_logical_date(moment)) == 1
+    assert len(store.list_workflows(name=name)) == 2
+
+
+def test_a_factory_error_is_a_failed_run(workflow, services, registry, name, store):
+    def broken(run):
+        raise KeyError("orders table missing")
+
+    registry.register(broken, name=name)
+    service = services(registry)
+    tick = datetime(2026, 2, 1, tzinfo=UTC)
+
+    workflow_id = service.launcher.launch(registry.get(name), tick)
+
+    assert workflow.wait_for_completion(workflow_id, timeout=30) == WorkflowStatus.FAILED
+    assert "orders table missing" in store.get_workflow(workflow_id).error
+    with pytest.raises(KeyError):  # a manual trigger tells its caller instead
+        service.trigger(name)
+
+
+def test_a_changed_trigger_is_replaced_and_an_unchanged_one_kept(services, name, marks):
+    old = Registry()
+    old.register(stamping(marks), name=name, interval=3600)
+    service = services(old, start=False)
+    service.sync()
+    identifier = jobs.job_id(jobs.SCHEDULE, name)
+    kept = datetime(2030, 1, 1, tzinfo=UTC)
+    service.scheduler.modify_job(identifier, "default", next_run_time=kept)
+
+    service.sync()
+    assert service.schedule(name).next_run_at == kept
+
+    new = Registry()
+    new.register(stamping(marks), name=name, cron="0 3 * * *", timezone="America/New_York")
+    changed = services(new, start=False)
+    changed.sync()
+    info = changed.schedule(name)
+    assert info.trigger == "cron 0 3 * * * (America/New_York)"
+    assert info.next_run_at.astimezone(UTC).hour in (7, 8)  # 03:00 New York, EDT or EST
+    assert info.next_run_at - datetime.now(UTC) < timedelta(days=1)
