@@ -192,7 +192,10 @@ class SqlStore(TaskStore, MailboxStore):
                 self._insert_tasks(conn, workflow_id, new_tasks, first_seq=0)
                 return True
 
-        return self._retrying(insert)
+        try:
+            return self._retrying(insert)
+        except sa.exc.IntegrityError:
+            return False  # another process inserted the same id between our look and insert
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord:
         with self._read() as conn:
