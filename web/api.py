@@ -1,0 +1,149 @@
+"""The REST API, ``/api/v1``, exactly as DESIGN.md lists it; the dashboard's buttons call
+the same handlers in ``web.actions``.
+
+Errors are ``{"error": "..."}``: 400 for a malformed request, 401 without a valid token,
+404 for an unknown id or name, 409 when the state forbids the action, 413 for a payload
+over 1 MiB. Times are ISO-8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from executor.store import TaskRecord, WorkflowRecord
+from web import actions
+from web.display import iso
+from web.errors import BadRequest
+from web.listing import RunQuery
+from web.services import store
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def workflow_summary(record: WorkflowRecord) -> dict[str, Any]:
+    return {
+        "id": record.workflow_id,
+        "name": record.name,
+        "status": record.status.value,
+        "created_at": iso(record.created_at),
+        "started_at": iso(record.started_at),
+        "ended_at": iso(record.ended_at),
+    }
+
+
+def task_summary(task: TaskRecord) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "name": task.name,
+        "status": task.status.value,
+        "attempts": task.attempts,
+        "started_at": iso(task.started_at),
+        "ended_at": iso(task.ended_at),
+        "output_preview": task.output_preview,
+        "error": task.error,
+    }
+
+
+def _accepted() -> Response:
+    return Response(status=202)
+
+
+def _json_body(default: Any = None) -> Any:
+    body = request.get_data()
+    if not body.strip():
+        return default
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadRequest(f"The body is not valid JSON: {error}") from None
+
+
+@bp.get("/workflows")
+def list_workflows() -> Response:
+    if "q" in request.args:
+        raise BadRequest("Unknown parameter 'q'; use status, name, limit and cursor")
+    query = RunQuery.from_args(request.args)
+    records, next_cursor = query.fetch(store())
+    return jsonify(workflows=[workflow_summary(r) for r in records], next=next_cursor)
+
+
+@bp.get("/workflows/<path:workflow_id>")
+def get_workflow(workflow_id: str) -> Response:
+    record = store().get_workflow(workflow_id)
+    tasks = store().load_tasks(workflow_id)
+    return jsonify(
+        id=record.workflow_id,
+        name=record.name,
+        status=record.status.value,
+        metadata=record.user_metadata,
+        output_preview=record.output_preview,
+        error=record.error,
+        tasks=[task_summary(task) for task in tasks],
+    )
+
+
+@bp.post("/workflows/<path:workflow_id>/resume")
+def resume(workflow_id: str) -> Response:
+    actions.resume(workflow_id)
+    return _accepted()
+
+
+@bp.post("/workflows/<path:workflow_id>/cancel")
+def cancel(workflow_id: str) -> Response:
+    actions.cancel(workflow_id)
+    return _accepted()
+
+
+@bp.delete("/workflows/<path:workflow_id>")
+def delete(workflow_id: str) -> Response:
+    actions.delete(workflow_id)
+    return Response(status=204)
+
+
+@bp.post("/workflows/<path:workflow_id>/events/<event_key>")
+def send_event(workflow_id: str, event_key: str) -> tuple[Response, int]:
+    store().get_workflow(workflow_id)  # an unknown id is a 404 before the body is judged
+    payload = actions.parse_payload(request.get_data())
+    event_id = actions.send_event(workflow_id, event_key, payload)
+    return jsonify(workflow_id=workflow_id, event_key=event_key, event_id=event_id), 202
+
+
+@bp.get("/schedules")
+def list_schedules() -> Response:
+    return jsonify([_schedule(info) for info in actions.schedules()])
+
+
+def _schedule(info: Any) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "trigger": info.trigger,
+        "next_run_at": iso(info.next_run_at),
+        "paused": info.paused,
+        "last_run": info.last_run,
+    }
+
+
+@bp.post("/schedules/<name>/trigger")
+def trigger(name: str) -> tuple[Response, int]:
+    body = _json_body(default={})
+    if not isinstance(body, dict):
+        raise BadRequest('The body must be a JSON object: {"params": {...}}')
+    unknown = sorted(set(body) - {"params"})
+    if unknown:
+        raise BadRequest(f'Unknown field(s) {", ".join(unknown)}; the body is {{"params": {{}}}}')
+    params = body.get("params") or {}
+    workflow_id = actions.trigger(name, params, "api")
+    return jsonify(workflow_id=workflow_id), 201
+
+
+@bp.post("/schedules/<name>/pause")
+def pause(name: str) -> Response:
+    return jsonify(_schedule(actions.pause(name)))
+
+
+@bp.post("/schedules/<name>/unpause")
+def unpause(name: str) -> Response:
+    return jsonify(_schedule(actions.unpause(name)))

@@ -1,0 +1,91 @@
+"""The dashboard's errors: each one carries the HTTP status it answers with.
+
+Views raise ``HttpError`` subclasses; errors the executor or the scheduler raise on purpose
+are translated by ``http_error``. Anything else is a bug and answers 500.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from executor.errors import (
+    DatabaseUnavailableError,
+    InvalidInputError,
+    TaskNotFoundError,
+    WorkflowError,
+    WorkflowNotFoundError,
+    WorkflowNotResumableError,
+    WorkflowStillActiveError,
+)
+from scheduler.errors import (
+    DagFactoryError,
+    InvalidScheduleError,
+    RunExistsError,
+    ScheduleNotFoundError,
+)
+
+
+class WebError(WorkflowError):
+    """Base class of the errors the dashboard raises on purpose."""
+
+
+class HttpError(WebError):
+    #: The response status; each subclass sets its own.
+    status = 500
+
+
+class BadRequest(HttpError):
+    status = 400
+
+
+class Unauthorized(HttpError):
+    status = 401
+
+
+class NotFound(HttpError):
+    status = 404
+
+
+class Conflict(HttpError):
+    status = 409
+
+
+class PayloadTooLarge(HttpError):
+    status = 413
+
+
+class Unavailable(HttpError):
+    """Something the action needs is not in this process (Ray, the scheduler, the database)."""
+
+    status = 503
+
+
+class InsecureBindError(WebError, ValueError):
+    """Serving beyond loopback without an API token would hand the cluster to anyone."""
+
+
+_BY_TYPE: list[tuple[type[BaseException], type[HttpError]]] = [
+    (WorkflowNotFoundError, NotFound),
+    (TaskNotFoundError, NotFound),
+    (ScheduleNotFoundError, NotFound),
+    (WorkflowStillActiveError, Conflict),
+    (WorkflowNotResumableError, Conflict),
+    (RunExistsError, Conflict),
+    (InvalidInputError, BadRequest),
+    (InvalidScheduleError, BadRequest),
+    (DagFactoryError, BadRequest),
+    (DatabaseUnavailableError, Unavailable),
+]
+
+
+def http_error(error: BaseException) -> HttpError | None:
+    """The HTTP answer to an error raised on purpose; None for a bug."""
+    if isinstance(error, HttpError):
+        return error
+    for kind, answer in _BY_TYPE:
+        if isinstance(error, kind):
+            message = getattr(error, "message", None) or str(error)
+            return answer(message)
+    if isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return Unavailable("The database is unreachable; try again shortly")
+    return None

@@ -1,0 +1,35 @@
+"""What views reach through the app: the store, its configuration, and the scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app
+
+from executor.config import StoreConfig, handles
+from executor.store import SqlStore
+from executor.store.migrate import upgrade
+
+
+def attach_store(app: Flask) -> None:
+    """Open (and migrate) the database named by ``DATABASE_URL`` and ``STORAGE``."""
+    config = StoreConfig.resolve(app.config.get("DATABASE_URL"), app.config.get("STORAGE"))
+    store = handles(config)[0]
+    upgrade(store)
+    app.extensions["gnomon.config"] = config
+    app.extensions["gnomon.store"] = store
+
+
+def store() -> SqlStore:
+    found: SqlStore = current_app.extensions["gnomon.store"]
+    return found
+
+
+def store_config() -> StoreConfig:
+    found: StoreConfig = current_app.extensions["gnomon.config"]
+    return found
+
+
+def scheduler_service() -> Any | None:
+    """The ``SchedulerService`` given as ``SCHEDULER`` (or attached by ``gnomon up``)."""
+    return current_app.config.get("SCHEDULER") or current_app.extensions.get("gnomon.scheduler")
