@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-# Python puts bench/ first on the path, where bench/scheduler.py would shadow the package.
+# Python puts bench/ first on the path; keep it from shadowing the packages.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 from executor.config import StoreConfig, handles  # noqa: E402

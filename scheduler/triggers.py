@@ -112,7 +112,9 @@ class TriggerSpec:
         if self.kind == "cron":
             assert self.cron is not None
             try:
-                return WallClockCronTrigger.from_crontab(self.cron, timezone=_zone(self.timezone))
+                return WallClockCronTrigger.from_crontab(
+                    _crontab_weekdays(self.cron), timezone=_zone(self.timezone)
+                )
             except ValueError as error:
                 raise InvalidScheduleError(f"Bad cron expression {self.cron!r}: {error}") from None
         if self.kind == "interval":
@@ -163,3 +165,37 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
         raise InvalidScheduleError(f"Unknown time zone {name!r}") from None
+
+
+_DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _crontab_weekdays(expression: str) -> str:
+    """Rewrite the day-of-week field in crontab's numbering (0 or 7 = Sunday) as names.
+
+    APScheduler 3 counts 0 as Monday, so ``0 9 * * 1`` would fire on Tuesday; names mean
+    the same to both. Numeric ranges and steps are expanded into lists of names.
+    """
+    fields = expression.split()
+    if len(fields) != 5:
+        return expression
+    days: list[str] = []
+    for item in fields[4].split(","):
+        base, _, step_text = item.partition("/")
+        step = int(step_text) if step_text.isdigit() else 1
+        if base == "*" and not step_text:
+            return expression
+        if base == "*":
+            low, high = 0, 6
+        elif "-" in base and all(part.isdigit() for part in base.split("-", 1)):
+            low, high = (int(part) for part in base.split("-", 1))
+        elif base.isdigit():
+            low = high = int(base)
+        else:
+            days.append(item)  # names (mon-fri) already mean the same to both
+            continue
+        if not (0 <= low <= 7 and 0 <= high <= 7):
+            return expression  # out of range: let APScheduler report it
+        days.extend(_DAY_NAMES[day] for day in range(low, high + 1, step))
+    fields[4] = ",".join(dict.fromkeys(days))
+    return " ".join(fields)

@@ -242,7 +242,10 @@ class SqlStore(TaskStore, MailboxStore):
                 sa.tuple_(workflows.c.created_at, workflows.c.workflow_id) < sa.tuple_(*before)
             )
         query = query.order_by(workflows.c.created_at.desc(), workflows.c.workflow_id.desc())
-        if limit is not None and statuses is None:
+        # Stored statuses read as themselves, except RUNNING/PENDING (which may read
+        # RESUMABLE): only a filter touching those must over-read and filter here.
+        computed = {WorkflowStatus.RUNNING, WorkflowStatus.PENDING, WorkflowStatus.RESUMABLE}
+        if limit is not None and (statuses is None or not computed & set(statuses)):
             query = query.limit(limit)
         with self._read() as conn:
             records = [_workflow_record(row) for row in conn.execute(query)]

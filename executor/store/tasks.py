@@ -69,7 +69,9 @@ class TaskStore:
                     tasks.update()
                     .where(tasks.c.workflow_id == workflow_id)
                     .where(tasks.c.task_id == sa.bindparam("t_id"))
-                    .where(tasks.c.status.in_(_NOT_DONE))
+                    # Not IN (...): an expanding list cannot go with executemany.
+                    .where(tasks.c.status != TaskStatus.SUCCESSFUL.value)
+                    .where(tasks.c.status != TaskStatus.CONTINUED.value)
                     .values(
                         status=TaskStatus.RUNNING.value,
                         started_at=sa.bindparam("t_started"),

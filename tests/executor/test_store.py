@@ -253,3 +253,26 @@ def test_concurrent_writers_in_separate_processes(store, database_url, workflow_
     assert all(t.attempts == 1 for t in tasks)
     checkpoints = store.load_checkpoints(workflow_id, task_ids)
     assert {k: loads(v.data) for k, v in checkpoints.items()} == {t: t for t in task_ids}
+
+
+def test_tasks_started_marks_a_batch(store, workflow_id):
+    _create(store, workflow_id, ["a", "b", "c"])
+    store.tasks_started(workflow_id, [("a", 10.0), ("b", 11.0)])
+
+    tasks = {t.task_id: t for t in store.load_tasks(workflow_id)}
+    assert (tasks["a"].status, tasks["a"].started_at, tasks["a"].attempts) == (
+        TaskStatus.RUNNING,
+        10.0,
+        1,
+    )
+    assert (tasks["b"].status, tasks["b"].started_at) == (TaskStatus.RUNNING, 11.0)
+    assert tasks["c"].status == TaskStatus.PENDING
+
+
+def test_a_terminal_status_filter_is_limited_in_sql(store, workflow_id):
+    created = [f"{workflow_id}-{i}" for i in range(5)]
+    for each in created:
+        _create(store, each)
+        store.finish(each, None, WorkflowStatus.FAILED, error="boom")
+    page = store.list_workflows(statuses=[WorkflowStatus.FAILED], limit=2, id_prefix=workflow_id)
+    assert [r.workflow_id for r in page] == created[::-1][:2]

@@ -188,3 +188,23 @@ def test_two_factories_cannot_share_a_name():
         @registry.register(name="shared")
         def other(run):
             return 2
+
+
+@pytest.mark.parametrize(
+    "day_field, weekdays",
+    [
+        ("1", {"Monday"}),
+        ("0", {"Sunday"}),
+        ("7", {"Sunday"}),
+        ("1-5", {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}),
+        ("0,6", {"Saturday", "Sunday"}),
+        ("mon", {"Monday"}),
+    ],
+)
+def test_cron_weekdays_use_crontab_numbering(day_field, weekdays):
+    # APScheduler 3 alone counts 0 as Monday; crontab (and Airflow) count 0 as Sunday.
+    trigger = TriggerSpec.parse(cron=f"0 9 * * {day_field}", timezone="UTC").build()
+    times = fire_times(
+        trigger, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 15, tzinfo=UTC)
+    )
+    assert {t.strftime("%A") for t in times} == weekdays

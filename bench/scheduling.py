@@ -1,6 +1,6 @@
 """Scheduler benchmarks (issue 4), on SQLite and PostgreSQL, with real APScheduler and Ray.
 
-    .venv/bin/python bench/scheduler.py [--fires 200] [--schedules 1000] [--duration 60]
+    .venv/bin/python bench/scheduling.py [--fires 200] [--schedules 1000] [--duration 60]
 
 1. Latency from a tick's due time (its logical date) to the first task of its run
    starting, over the fires of an every-second schedule; the first fires (cold Ray
