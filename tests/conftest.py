@@ -32,7 +32,7 @@ def ray_address() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgresql_url() -> Iterator[str]:
     name = f"gnomon_test_{os.getpid()}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
@@ -45,6 +45,7 @@ def postgresql_url() -> Iterator[str]:
 
     for store, _ in list(_handles.values()):
         store.dispose()
+    admin.dispose()  # a fault test may have restarted the server under the pooled connection
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
