@@ -7,6 +7,7 @@ COPY executor executor
 COPY scheduler scheduler
 COPY web web
 COPY templates templates
+COPY examples examples
 RUN pip wheel --no-deps -w /wheels .
 
 FROM python:3.11-slim
@@ -15,6 +16,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends procps iproute2
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl
 COPY deploy /deploy
-COPY examples /examples
 ENV GNOMON_STORAGE=/data/blobs
 EXPOSE 8080 6380

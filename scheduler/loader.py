@@ -23,8 +23,9 @@ from scheduler.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
 
-#: The bundled examples (``gnomon up --examples``), next to the package in a checkout.
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+#: The bundled examples (``gnomon up --examples``): ``scheduler/examples`` links to the
+#: top-level ``examples/`` in a checkout and is a real folder inside the wheel.
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ["pyproject.toml", "README.md", "executor", "scheduler", "web", "templates"]
+SOURCES = ["pyproject.toml", "README.md", "executor", "scheduler", "web", "templates", "examples"]
 
 SERVE = """
 import json, sys, urllib.request
@@ -83,6 +83,7 @@ def test_the_installed_wheel_serves_the_dashboard(tmp_path: Path) -> None:
         "web/static/vendor/htmx-2.0.11/LICENSE",
         "web/static/vendor/dagre-3.1.3/LICENSE",
         "web/static/gnomon.css",
+        "scheduler/examples/nightly_etl.py",  # gnomon up --examples from the Docker image
     ]:
         assert shipped in names, f"{shipped} is not in the wheel"
 
