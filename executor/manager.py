@@ -365,7 +365,10 @@ async def _follow(ref: Any) -> Any:
     return value
 
 
-_RemoteManager = ray.remote(num_cpus=0, max_restarts=0)(WorkflowManager)
+# Restarted if its process dies (seen once: a Ray reference-counting check failure under
+# rapid submit-then-cancel). The new process has a new owner id, so the old one's
+# workflows read RESUMABLE and are taken over like any dead owner's.
+_RemoteManager = ray.remote(num_cpus=0, max_restarts=-1)(WorkflowManager)
 _handles: dict[StoreConfig, Any] = {}
 
 
