@@ -51,6 +51,25 @@ def postgresql_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture
+def scratch_postgresql_url() -> Iterator[str]:
+    """A fresh PostgreSQL database of this test's own, dropped after it (for tests that
+    start whole ``gnomon up`` processes on an empty database)."""
+    name = f"gnomon_scratch_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as error:
+        pytest.fail(f"PostgreSQL is not reachable as {PG_ADMIN_URL}: {error.orig}")
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
+    yield url.render_as_string(hide_password=False)
+    admin.dispose()  # the test may have restarted the server under the pooled connection
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'gnomon.db'}"

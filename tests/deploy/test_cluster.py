@@ -1,126 +1,24 @@
 """A real two-node Ray cluster started with the deploy scripts, on PostgreSQL.
 
-The head and the worker each run the same script docker-compose would (``deploy/``),
-natively, in their own temp dir and process group so the session's Ray is untouched.
-Workflows are driven by a subprocess joined through RAY_ADDRESS.
+The head and the worker each run the same script docker-compose would (``deploy/``;
+see ``tests/deploy/cluster.py``). Workflows are driven by a subprocess joined through
+RAY_ADDRESS.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.deploy.cluster import drive, env
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    # `ray start` turns token auth on (the token is in ~/.ray); drivers must use it too.
-    env["RAY_AUTH_MODE"] = "token"
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    env.update(extra)
-    return env
-
-
-def _start(script: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(ROOT / "deploy" / script)],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=30)
-
-
-def _started(log: Path, process: subprocess.Popen, timeout: float = 150) -> None:
-    """``ray start --block`` prints this once its node is up."""
-    deadline = time.time() + timeout
-    while "will now block forever" not in log.read_text():
-        assert process.poll() is None, log.read_text()[-2000:]
-        assert time.time() < deadline, f"node did not start: {log.read_text()[-2000:]}"
-        time.sleep(0.5)
-
-
-def _drive(code: str, address: str, *args: str, timeout: float = 240) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=_env(RAY_ADDRESS=address),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """Head (1 CPU) and one worker node (1 CPU), joined like compose joins them."""
-    temp = Path(tempfile.mkdtemp(prefix="gn-", dir="/tmp"))
-    port = _free_port()
-    head = _start(
-        "ray-head.sh",
-        _env(
-            RAY_PORT=str(port),
-            RAY_HEAD_CPUS="1",
-            RAY_TEMP_DIR=str(temp / "head"),
-        ),
-        temp / "head.log",
-    )
-    address = f"127.0.0.1:{port}"
-    worker = None
-    try:
-        _started(temp / "head.log", head)
-        worker = _start(
-            "ray-worker.sh",
-            _env(
-                RAY_HEAD_ADDRESS=address,
-                RAY_WORKER_CPUS="1",
-                RAY_TEMP_DIR=str(temp / "worker"),
-            ),
-            temp / "worker.log",
-        )
-        _started(temp / "worker.log", worker)
-        _drive(
-            """
-            import time, ray
-            ray.init()
-            deadline = time.time() + 90
-            while sum(1 for n in ray.nodes() if n["Alive"]) < 2:
-                assert time.time() < deadline, ray.nodes()
-                time.sleep(0.5)
-            """,
-            address,
-        )
-        yield {"address": address, "head": head, "worker": worker, "temp": temp}
-    finally:
-        for process in (worker, head):
-            if process is not None:
-                _stop(process)
 
 
 WORKFLOW = """
@@ -145,9 +43,9 @@ WORKFLOW = """
 def test_tasks_run_on_both_nodes(cluster, postgresql_url, tmp_path, workflow_id):
     marks = tmp_path / "marks"
     marks.mkdir()
-    output = _drive(
+    output = drive(
         WORKFLOW,
-        cluster["address"],
+        cluster.address,
         postgresql_url,
         str(tmp_path / "blobs"),
         str(marks),
@@ -174,7 +72,7 @@ def test_worker_node_killed_mid_workflow(cluster, postgresql_url, tmp_path, work
             workflow_id,
             "4.0",
         ],
-        env=_env(RAY_ADDRESS=cluster["address"]),
+        env=env(RAY_ADDRESS=cluster.address),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -183,7 +81,7 @@ def test_worker_node_killed_mid_workflow(cluster, postgresql_url, tmp_path, work
     worker_raylets = [
         int(pid)
         for pid in subprocess.run(
-            ["pgrep", "-g", str(cluster["worker"].pid), "-f", "raylet"],
+            ["pgrep", "-g", str(cluster.worker.pid), "-f", "raylet"],
             capture_output=True,
             text=True,
         ).stdout.split()

@@ -23,12 +23,19 @@ def free_port() -> int:
 class GnomonUp:
     """``gnomon up`` in its own session, so the whole process group can be killed."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        """``command`` replaces ``gnomon up`` (e.g. ``deploy/gnomon.sh``, which execs it)."""
         self.log = log
         environment = {**os.environ, **(env or {})}
         self._handle = open(log, "ab")
         self.process = subprocess.Popen(
-            [GNOMON, "up", *args],
+            [*(command or [GNOMON, "up"]), *args],
             stdout=self._handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
