@@ -88,8 +88,10 @@ class BatchingJobStore(SQLAlchemyJobStore):
         try:
             yield
         finally:
-            self.flush()
-            self._deferred = None
+            try:
+                self.flush()
+            finally:
+                self._deferred = None
 
     def update_job(self, job: Job) -> None:
         if self._deferred is None:
@@ -155,11 +157,19 @@ class PollingScheduler(BackgroundScheduler):
         super().__init__(**options)
 
     def _process_jobs(self) -> float | None:
-        with ExitStack() as batches:
-            for store in list(self._jobstores.values()):
-                if isinstance(store, BatchingJobStore):
-                    batches.enter_context(store.batch())
-            wait = super()._process_jobs()
+        try:
+            with ExitStack() as batches:
+                for store in list(self._jobstores.values()):
+                    if isinstance(store, BatchingJobStore):
+                        batches.enter_context(store.batch())
+                wait = super()._process_jobs()
+        except Exception:
+            # APScheduler survives a failed read of due jobs, but anything else raised in
+            # a pass (the database going away before the fired jobs are saved) ends its
+            # loop thread, and no schedule would fire again. The jobs not saved are due
+            # again next pass; their ticks' run ids make the second firing a no-op.
+            log.exception("Scheduler pass failed; trying again in %.1f s", self.poll_interval)
+            return self.poll_interval
         if self.state != STATE_RUNNING:
             return wait
         return self.poll_interval if wait is None else min(wait, self.poll_interval)

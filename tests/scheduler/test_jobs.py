@@ -1,0 +1,57 @@
+"""The APScheduler plumbing on its own: the polling scheduler and its batching job store."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from apscheduler.executors.pool import ThreadPoolExecutor
+
+from scheduler import jobs
+from tests.scheduler.waiting import eventually
+
+FIRED: list[float] = []
+
+
+def fire() -> None:
+    import time
+
+    FIRED.append(time.monotonic())
+
+
+def test_a_database_error_in_a_pass_does_not_stop_the_scheduler(tmp_path: Path) -> None:
+    # Given a polling scheduler on the batching job store, with a job due every 0.2 s
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store = jobs.jobstore_for(engine)
+    scheduler = jobs.PollingScheduler(
+        0.1, timezone=timezone.utc, executors={"default": ThreadPoolExecutor(2)}
+    )
+    scheduler.add_jobstore(store, "default")
+    FIRED.clear()
+    failures = []
+    real_flush = store.flush
+
+    def flush_once_failing() -> None:
+        if store._deferred and not failures:
+            failures.append(threading.current_thread().name)
+            raise sa.exc.OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        real_flush()
+
+    store.flush = flush_once_failing  # type: ignore[method-assign]
+    scheduler.start()
+    try:
+        scheduler.add_job(fire, "interval", seconds=0.2, id="tick", jobstore="default")
+
+        # When saving a pass's fired jobs fails once (the database went away)
+        eventually(lambda: failures, timeout=10, what="the failing save")
+        fired_then = len(FIRED)
+
+        # Then the scheduler keeps firing, and saves again
+        eventually(lambda: len(FIRED) >= fired_then + 3, timeout=10, what="ticks after it")
+        assert store._deferred is None
+        assert scheduler.get_job("tick") is not None
+    finally:
+        scheduler.shutdown(wait=False)
+        engine.dispose()
