@@ -104,6 +104,11 @@ class SqlStore(TaskStore, MailboxStore):
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> None:
+        """One round trip (health checks); raises SQLAlchemy's error if unreachable."""
+        with self._read() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     # ------------------------------------------------------------- transactions
 
     @contextmanager
