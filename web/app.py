@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 from executor.config import DATA_DIR
 from executor.errors import WorkflowError
 from web import api, auth, display, metrics, runs, schedules
-from web.errors import HttpError, http_error
+from web.errors import DatabaseUnavailable, HttpError, http_error
 from web.services import attach_store
 
 log = logging.getLogger(__name__)
@@ -122,10 +122,37 @@ def _error_response(status: int, message: str) -> tuple[Any, int]:
     return render_template("error.html", status=status, message=message), status
 
 
+def _unavailable_response(error: DatabaseUnavailable) -> Response:
+    """503 with ``Retry-After``. An htmx poll gets the banner, swapped into the page's
+    ``#unavailable`` slot (``gnomon.js``) instead of over the part it polls, so the page
+    stays and recovers at the next good poll; a page load gets a page that reloads."""
+    headers = {"Retry-After": str(error.RETRY_SECONDS)}
+    if auth.wants_json():
+        response = jsonify(error=error.message)
+    elif request.headers.get("HX-Request"):
+        headers.update({"HX-Retarget": "#unavailable", "HX-Reswap": "outerHTML"})
+        response = Response(render_template("partials/unavailable.html", message=error.message))
+    else:
+        # Reloading the answer to a form would send a GET to the form's action.
+        retry = error.RETRY_SECONDS if request.method == "GET" else None
+        response = Response(
+            render_template("unavailable.html", message=error.message, retry_seconds=retry)
+        )
+    response.status_code = error.status
+    response.headers.update(headers)
+    return response
+
+
+def _answer(error: HttpError) -> Any:
+    if isinstance(error, DatabaseUnavailable):
+        return _unavailable_response(error)
+    return _error_response(error.status, error.message)
+
+
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HttpError)
-    def on_http_error(error: HttpError) -> tuple[Any, int]:
-        return _error_response(error.status, error.message)
+    def on_http_error(error: HttpError) -> Any:
+        return _answer(error)
 
     @app.errorhandler(CSRFError)
     def on_csrf(error: CSRFError) -> tuple[Any, int]:
@@ -138,17 +165,16 @@ def _register_error_handlers(app: Flask) -> None:
         return _error_response(error.code, error.description or error.name)
 
     @app.errorhandler(WorkflowError)
-    def on_workflow_error(error: WorkflowError) -> tuple[Any, int]:
+    def on_workflow_error(error: WorkflowError) -> Any:
+        return on_exception(error)
+
+    @app.errorhandler(Exception)
+    def on_exception(error: Exception) -> Any:
         answer = http_error(error)
         if answer is None:
             log.exception("Unexpected error on %s %s", request.method, request.path)
             return _error_response(500, "Internal server error")
-        return _error_response(answer.status, answer.message)
-
-    @app.errorhandler(Exception)
-    def on_exception(error: Exception) -> tuple[Any, int]:
-        answer = http_error(error)
-        if answer is not None:
-            return _error_response(answer.status, answer.message)
-        log.exception("Unexpected error on %s %s", request.method, request.path)
-        return _error_response(500, "Internal server error")
+        if isinstance(answer, DatabaseUnavailable):
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            log.warning("Database unavailable on %s %s: %s", request.method, request.path, reason)
+        return _answer(answer)

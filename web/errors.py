@@ -60,6 +60,22 @@ class Unavailable(HttpError):
     status = 503
 
 
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached (restarting, failing over). Pages answer with a
+    notice that they retry; nothing is wrong with the request itself."""
+
+    #: What the client is told; the cause is logged, not shown.
+    MESSAGE = (
+        "Database unavailable: Gnomon cannot reach its database right now (it may be "
+        "restarting). Try again in a few seconds."
+    )
+    #: Seconds after which a client should try again (the ``Retry-After`` header).
+    RETRY_SECONDS = 5
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message)
+
+
 class InsecureBindError(WebError, ValueError):
     """Serving beyond loopback without an API token would hand the cluster to anyone."""
 
@@ -74,7 +90,6 @@ _BY_TYPE: list[tuple[type[BaseException], type[HttpError]]] = [
     (InvalidInputError, BadRequest),
     (InvalidScheduleError, BadRequest),
     (DagFactoryError, BadRequest),
-    (DatabaseUnavailableError, Unavailable),
 ]
 
 
@@ -82,10 +97,15 @@ def http_error(error: BaseException) -> HttpError | None:
     """The HTTP answer to an error raised on purpose; None for a bug."""
     if isinstance(error, HttpError):
         return error
+    if isinstance(error, DatabaseUnavailableError) or _lost_database(error):
+        return DatabaseUnavailable()
     for kind, answer in _BY_TYPE:
         if isinstance(error, kind):
             message = getattr(error, "message", None) or str(error)
             return answer(message)
-    if isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError)):
-        return Unavailable("The database is unreachable; try again shortly")
     return None
+
+
+def _lost_database(error: BaseException) -> bool:
+    """A connection that failed or broke: the server is down, restarting or unreachable."""
+    return isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError))

@@ -20,6 +20,7 @@ from executor.errors import WorkflowNotFoundError
 from executor.status import WorkflowStatus
 from executor.store import SqlStore
 from scheduler.registry import parse_logical_date
+from web.errors import DatabaseUnavailable, http_error
 from web.services import scheduler_service, store
 
 bp = Blueprint("ops", __name__)
@@ -152,6 +153,17 @@ def _start_delay(source: SqlStore, last_run: dict[str, Any] | None) -> float | N
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """200 while the database answers; 503 while it does not, so a load balancer or an
+    orchestrator takes this replica out of rotation until it does again."""
+    try:
+        store().ping()
+    except Exception as error:
+        if not isinstance(http_error(error), DatabaseUnavailable):
+            raise
+        response = jsonify(ok=False, database="unavailable")
+        response.status_code = DatabaseUnavailable.status
+        response.headers["Retry-After"] = str(DatabaseUnavailable.RETRY_SECONDS)
+        return response
     return jsonify(ok=True)
 
 

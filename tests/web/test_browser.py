@@ -424,3 +424,32 @@ def test_gnomon_up_prints_a_login_url_that_opens_the_dashboard(
             process.kill()
             raise
     assert process.returncode == 0
+
+
+def test_a_lost_database_shows_a_banner_until_it_is_back(stack: Stack, monkeypatch) -> None:
+    import sqlalchemy as sa
+
+    context = stack.browser.new_context(viewport={"width": 1280, "height": 700})
+    tab = context.new_page()
+    tab.set_default_timeout(LIVE_TIMEOUT)
+    tab.goto(f"{stack.url}/?token={TOKEN}")
+    expect(tab.get_by_role("heading", name="Runs")).to_be_visible()
+    rows = tab.locator("#run-rows tr").count()
+    tab.evaluate("window.stillTheSamePage = true")
+    banner = tab.locator("#unavailable")
+    expect(banner).to_be_hidden()
+
+    def lost(*args: Any, **kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("SELECT", {}, Exception("connection refused"))
+
+    # The runs list's poll now fails the way a restarting PostgreSQL makes it fail
+    monkeypatch.setattr(stack.store, "list_workflows", lost)
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("Database unavailable")
+    expect(tab.locator("#run-rows tr")).to_have_count(rows)  # the list stays as it was
+    stack.shot(tab, "database-unavailable", full_page=False)
+
+    monkeypatch.undo()
+    expect(banner).to_be_hidden()
+    assert tab.evaluate("window.stillTheSamePage") is True
+    context.close()

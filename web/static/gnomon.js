@@ -60,3 +60,22 @@ document.addEventListener("htmx:beforeSwap", (event) => {
   }
   for (const row of Array.from(target.children)) if (!placed.has(row)) row.remove();
 });
+
+// The database is unavailable: a poll's 503 carries a banner the server retargeted to the
+// page's #unavailable slot (htmx does not swap error answers by itself). The part that
+// polled keeps its last content, polling goes on, and the first answer that works again
+// hides the banner.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const xhr = event.detail.xhr;
+  const target = event.detail.target;
+  if (xhr && xhr.status === 503 && target && target.id === "unavailable") {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});
+document.addEventListener("htmx:afterRequest", (event) => {
+  const xhr = event.detail.xhr;
+  if (!xhr || xhr.status < 200 || xhr.status >= 400) return;
+  const banner = document.getElementById("unavailable");
+  if (banner) banner.hidden = true;
+});
