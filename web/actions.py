@@ -124,10 +124,21 @@ def parse_payload(body: bytes | str) -> Any:
         )
     if not (body.strip() if isinstance(body, str) else body.strip()):
         raise BadRequest("The payload must be JSON (send null for no payload)")
+    return parse_json(body, "The payload")
+
+
+def parse_json(text: bytes | str, what: str) -> Any:
+    """JSON from a request, or a 400 naming ``what``. NaN and Infinity are refused (a run's
+    metadata holding one would make its later responses invalid JSON), and so is nesting
+    deeper than Python's recursion limit."""
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BadRequest(f"The payload is not valid JSON: {error}") from None
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise BadRequest(f"{what} is not valid JSON: {error}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def send_event(workflow_id: str, event_key: str, payload: Any) -> int:
@@ -151,10 +162,7 @@ def parse_params(text: str) -> dict[str, Any]:
     """Trigger params from the form: a JSON object."""
     if not text.strip():
         return {}
-    try:
-        params = json.loads(text)
-    except ValueError as error:
-        raise BadRequest(f"Params are not valid JSON: {error}") from None
+    params = parse_json(text, "Params")
     if not isinstance(params, dict):
         raise BadRequest(f"Params must be a JSON object, got {type(params).__name__}")
     return params

@@ -8,7 +8,7 @@ over 1 MiB. Times are ISO-8601 UTC strings.
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -21,6 +21,9 @@ from web.listing import RunQuery
 from web.services import store
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+#: The hand-kept OpenAPI description of this blueprint (shipped in the wheel).
+OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.yaml"
 
 
 def workflow_summary(record: WorkflowRecord) -> dict[str, Any]:
@@ -55,10 +58,14 @@ def _json_body(default: Any = None) -> Any:
     body = request.get_data()
     if not body.strip():
         return default
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BadRequest(f"The body is not valid JSON: {error}") from None
+    return actions.parse_json(body, "The body")
+
+
+@bp.get("/openapi.yaml")
+def openapi() -> Response:
+    # Public (see ``auth.PUBLIC``): it describes the API, holds no data, and the tools
+    # that render docs or generate clients fetch it without a token.
+    return Response(OPENAPI_FILE.read_bytes(), mimetype="application/yaml")
 
 
 @bp.get("/workflows")

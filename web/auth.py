@@ -1,10 +1,10 @@
 """Who may use the dashboard: a bearer token, or the session cookie a login sets.
 
-Every route but ``/healthz``, ``/login`` and static files needs one of them. The session
-keeps a digest of the token it was opened with, so changing ``API_TOKEN`` ends every
-session. Forms carry CSRF tokens; a request with a bearer token is not a browser's
-and is exempt. Without any ``API_TOKEN`` the dashboard is open, which ``web.serve``
-allows only on loopback.
+Every route but ``/healthz``, ``/login``, ``/api/v1/openapi.yaml`` and static files needs
+one of them. The session keeps a digest of the token it was opened with, so changing
+``API_TOKEN`` ends every session. Forms carry CSRF tokens; a request with a bearer token
+is not a browser's and is exempt. Without any ``API_TOKEN`` the dashboard is open, which
+``web.serve`` allows only on loopback.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
 
 #: Endpoints anyone may reach.
-PUBLIC = frozenset({"auth.login", "static", "ops.healthz"})
+PUBLIC = frozenset({"auth.login", "static", "ops.healthz", "api.openapi"})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -61,7 +61,7 @@ def _bearer() -> str | None:
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path == "/metrics"
+    return request.path.startswith("/api/") or request.path in ("/metrics", "/healthz")
 
 
 def _log_in() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -45,12 +46,18 @@ def decode_cursor(text: str) -> tuple[float, str]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         created_at, workflow_id = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, RecursionError):
         raise BadRequest(f"Malformed cursor {text[:80]!r}") from None
     valid_time = isinstance(created_at, (int, float)) and not isinstance(created_at, bool)
     if not valid_time or not isinstance(workflow_id, str):
         raise BadRequest(f"Malformed cursor {text[:80]!r}")
-    return float(created_at), workflow_id
+    try:
+        moment = float(created_at)
+    except OverflowError:  # an integer past float's range
+        raise BadRequest(f"Malformed cursor {text[:80]!r}") from None
+    if not math.isfinite(moment):
+        raise BadRequest(f"Malformed cursor {text[:80]!r}")
+    return moment, workflow_id
 
 
 def parse_statuses(text: str) -> tuple[WorkflowStatus, ...]:
@@ -81,7 +88,9 @@ class RunQuery:
         limit_text = (args.get("limit") or "").strip()
         limit = PAGE_SIZE
         if limit_text:
-            if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+            # int() refuses digits such as '²' (isdigit but not isdecimal), and 4,300+ digits.
+            digits = limit_text.isdecimal() and len(limit_text) <= 9
+            if not digits or not 1 <= int(limit_text) <= MAX_LIMIT:
                 raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
             limit = int(limit_text)
         cursor = (args.get("cursor") or "").strip() or None

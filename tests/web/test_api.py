@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime, timezone
 
@@ -284,3 +285,71 @@ def test_start_delay_of_a_scheduled_run(store, workflow_id):
     manual = {"id": f"{workflow_id}@2026-01-01T04:00:00Z", "status": "SUCCESSFUL"}
     assert _start_delay(store, manual) is None  # a trigger by hand is not late
     assert _start_delay(store, None) is None
+
+
+# Bad inputs the fuzzing (tests/web/test_openapi_fuzz.py) found answering 500.
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/workflows/a%00b",
+        "/api/v1/workflows?name=a%00b",
+        "/api/v1/workflows/a%00b/resume",
+        "/api/v1/schedules/a%00b/pause",
+    ],
+)
+def test_a_nul_character_is_a_400_on_both_databases(api, path):
+    # PostgreSQL refuses a NUL even in a lookup; that must not reach the store.
+    method = "POST" if path.endswith(("resume", "pause")) else "GET"
+    response = api.open(path, method=method)
+    assert response.status_code == 400
+    assert "NUL" in response.json["error"]
+
+
+def test_a_nul_in_an_event_key_is_a_400(api, store, workflow_id):
+    seed(store, workflow_id, WorkflowStatus.RUNNING)
+    response = api.post(f"/api/v1/workflows/{workflow_id}/events/a%00b", data="1")
+    assert response.status_code == 400 and "event_key" in response.json["error"]
+    assert store.list_events(workflow_id) == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=%C2%B2",  # '²' is a digit that int() refuses
+        "limit=" + "1" * 5000,  # past int()'s 4,300-digit limit
+        "cursor=" + base64.urlsafe_b64encode(b'[1e999,"x"]').decode(),  # inf
+        "cursor=" + base64.urlsafe_b64encode(f'[{10**400},"x"]'.encode()).decode(),
+        "cursor=" + base64.urlsafe_b64encode(b"[" * 50_000 + b"]" * 50_000).decode(),
+    ],
+)
+def test_malformed_limits_and_cursors_are_400(api, query):
+    response = api.get(f"/api/v1/workflows?{query}")
+    assert response.status_code == 400
+    assert set(response.json) == {"error"}
+
+
+def test_deeply_nested_json_is_a_400(api, store, workflow_id):
+    seed(store, workflow_id, WorkflowStatus.RUNNING)
+    nested = "[" * 100_000 + "]" * 100_000  # under 1 MiB, past Python's recursion limit
+    response = api.post(f"/api/v1/workflows/{workflow_id}/events/k", data=nested)
+    assert response.status_code == 400 and "not valid JSON" in response.json["error"]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_trigger_params_refuse_nan(make_app, services, name, workflow, constant):
+    # Stored in the run's metadata, a NaN would make every later read invalid JSON.
+    api = make_app(SCHEDULER=services(_registry(name), start=True)).test_client()
+    response = api.post(
+        f"/api/v1/schedules/{name}/trigger",
+        data=f'{{"params": {{"x": {constant}}}}}',
+        headers={"Authorization": "Bearer test-token-0123456789"},
+    )
+    assert response.status_code == 400
+    assert f"{constant} is not a JSON value" in response.json["error"]
+
+
+def test_healthz_answers_json_errors(api):
+    response = api.post("/healthz")
+    assert response.status_code == 405 and response.json["error"]

@@ -36,7 +36,7 @@ def get(path):
         return response.status, response.read().decode()
 pages = {path: get(path) for path in ["/login", "/", "/schedules",
          "/static/vendor/htmx-2.0.11/htmx.min.js", "/static/vendor/dagre-3.1.3/dagre.min.js",
-         "/static/gnomon.css", "/static/run-graph.js"]}
+         "/static/gnomon.css", "/static/run-graph.js", "/api/v1/openapi.yaml"]}
 server.close()
 print(json.dumps({"web": web.__file__, "pages": pages}))
 """
@@ -84,6 +84,7 @@ def test_the_installed_wheel_serves_the_dashboard(tmp_path: Path) -> None:
         "web/static/vendor/dagre-3.1.3/LICENSE",
         "web/static/gnomon.css",
         "scheduler/examples/nightly_etl.py",  # gnomon up --examples from the Docker image
+        "web/openapi.yaml",
     ]:
         assert shipped in names, f"{shipped} is not in the wheel"
 
@@ -134,3 +135,4 @@ def test_the_installed_wheel_serves_the_dashboard(tmp_path: Path) -> None:
     assert "API token" in pages["/login"][1]
     assert "<h1>Runs</h1>" in pages["/"][1] and "<h1>Schedules</h1>" in pages["/schedules"][1]
     assert "htmx" in pages["/static/vendor/htmx-2.0.11/htmx.min.js"][1]
+    assert pages["/api/v1/openapi.yaml"][1].startswith("# The REST API")
