@@ -20,30 +20,19 @@ import argparse
 import logging
 import os
 import resource
-import statistics
-import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 
-# This file shares its name with the package it measures: keep its folder off sys.path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import ray
+from scratch import database, ms
 
-import ray  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-
-from executor.config import handles  # noqa: E402
-from scheduler.registry import Registry, parse_logical_date  # noqa: E402
-from scheduler.service import SchedulerService  # noqa: E402
+from executor.config import handles
+from scheduler.registry import Registry, parse_logical_date
+from scheduler.service import SchedulerService
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
-PG_ADMIN_URL = os.environ.get(
-    "GNOMON_TEST_PG", "postgresql+psycopg://gnomon@127.0.0.1:5432/postgres"
-)
 #: Fires dropped from the latency figures: the first runs start Ray workers.
 WARM_UP = 5
 
@@ -55,45 +44,6 @@ def first_task() -> float:
 
 def factory(run):
     return first_task.bind()
-
-
-@contextmanager
-def database(kind: str) -> Iterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            yield f"sqlite:///{folder}/bench.db"
-        return
-    name = f"gnomon_bench_{os.getpid()}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield (
-            sa.engine.make_url(PG_ADMIN_URL)
-            .set(database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        from executor.config import _handles
-
-        for store, _ in list(_handles.values()):
-            store.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
-
-
-def ms(values: list[float]) -> str:
-    return (
-        f"p50 {1e3 * statistics.median(values):7.1f} ms   "
-        f"p99 {1e3 * percentile(values, 0.99):7.1f} ms   max {1e3 * max(values):7.1f} ms"
-    )
 
 
 def latency(url: str, storage: str, fires: int) -> None:

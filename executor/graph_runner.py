@@ -47,8 +47,9 @@ class GraphRunner:
         #: Recorded task state on a resume; None for a fresh run (nothing is done yet).
         self.state = state
         self._functions: dict[str, Any] = {}
-        #: Refs of the tasks this runner submitted, so a cancel can stop them.
-        self.submitted: list[ray.ObjectRef] = []
+        #: The tasks this runner submitted, each with its upstream tasks' refs, so a
+        #: cancel can stop them (see ``cancelable``).
+        self.submitted: list[tuple[ray.ObjectRef, list[ray.ObjectRef]]] = []
 
     def submit(self, graph: Graph, completes: tuple[str, ...] = ()) -> Any:
         """Submit what the graph's output still needs; return the output's ref."""
@@ -138,8 +139,28 @@ class GraphRunner:
                 fill(spec.args),
                 fill(spec.kwargs),
             )
-        self.submitted.append(ref)
+        self.submitted.append((ref, [refs[u] for u in spec.upstream if u in refs]))
         return ref
+
+    def cancelable(self) -> list[ray.ObjectRef]:
+        """The submitted tasks that may be cancelled directly, downstream first.
+
+        A task still waiting on an upstream task is left out: it fails when that upstream
+        is cancelled. Cancelling it directly races Ray resolving its dependencies and
+        crashes the cancelling process (reference_counter.cc "submitted_task_ref_count >
+        0", ray-project/ray#56123; reproduced on Ray 2.60 by cancelling a fresh
+        two-task chain).
+        """
+        chosen = []
+        for ref, upstream in reversed(self.submitted):
+            if upstream:
+                _, waiting = ray.wait(
+                    upstream, num_returns=len(upstream), timeout=0, fetch_local=False
+                )
+                if waiting:
+                    continue
+            chosen.append(ref)
+        return chosen
 
     def _function(self, graph: Graph, key: str) -> Any:
         function = self._functions.get(key)

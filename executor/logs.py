@@ -94,15 +94,15 @@ def capture(log: AttemptLog) -> Iterator[AttemptLog]:
     """
     out, err = sys.stdout, sys.stderr
     root = logging.getLogger()
-    level = root.level
     handler = _Handler(log)
     sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)  # type: ignore[assignment]
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
+        # Left at INFO afterwards: setLevel clears every logger's cache, which cost more
+        # than a short task's own work when done twice per task.
         root.setLevel(logging.INFO)
     try:
         yield log
     finally:
         sys.stdout, sys.stderr = out, err
         root.removeHandler(handler)
-        root.setLevel(level)

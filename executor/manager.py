@@ -68,6 +68,9 @@ class WorkflowManager:
         #: (workflow_id, event_key) -> its waiters, woken when an event for it is sent.
         self._mail: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._mail_poller: asyncio.Task[None] | None = None
+        #: Workflows canceled before their ``run`` call arrived (oldest first, bounded).
+        self._canceled: dict[str, None] = {}
+        self._outcomes = _Outcomes(config, self.owner)
 
     async def owner_id(self) -> str:
         return self.owner
@@ -96,10 +99,11 @@ class WorkflowManager:
         )
         if not acquired:
             raise WorkflowNotResumableError(workflow_id, "another live process is running it")
-        if leased_to == self.owner:
-            # A cancel may overtake this call: Ray does not order one caller's actor calls.
-            record = await asyncio.to_thread(store.get_workflow, workflow_id)
-            if record.status == WorkflowStatus.CANCELED:
+        if workflow_id in self._canceled:
+            del self._canceled[workflow_id]
+            if leased_to == self.owner:
+                # The cancel overtook this submission: Ray orders actor calls per caller
+                # only. (A resume after a cancel is meant: it runs.)
                 raise WorkflowCancellationError(workflow_id)
         execution = asyncio.create_task(self._execute(workflow_id, graph, fresh))
         self.executions[workflow_id] = execution
@@ -117,10 +121,13 @@ class WorkflowManager:
         """Stop a workflow this manager runs; False if it runs nowhere here."""
         execution = self.executions.get(workflow_id)
         if execution is None:
+            self._canceled[workflow_id] = None
+            while len(self._canceled) > _REMEMBERED_CANCELS:
+                self._canceled.pop(next(iter(self._canceled)))
             return False
         runner = self.runners.get(workflow_id)
         if runner is not None:
-            for ref in runner.submitted:
+            for ref in runner.cancelable():
                 try:
                     ray.cancel(ref, recursive=True)
                 except Exception:  # already finished, or not cancelable: nothing to stop
@@ -150,7 +157,11 @@ class WorkflowManager:
                 state = {record.task_id: record for record in records}
             runner = GraphRunner(self.config, workflow_id, state)
             self.runners[workflow_id] = runner
-            output = await asyncio.to_thread(runner.submit, graph)
+            if state is None:
+                # A fresh run reads nothing: submitting is quick, non-blocking Ray calls.
+                output = runner.submit(graph)
+            else:  # a resume reads checkpoints from the database
+                output = await asyncio.to_thread(runner.submit, graph)
             value = await _follow(output)
         except asyncio.CancelledError:
             await asyncio.to_thread(store.finish, workflow_id, self.owner, WorkflowStatus.CANCELED)
@@ -159,13 +170,8 @@ class WorkflowManager:
             cause = root_cause(error)
             if isinstance(cause, WorkflowSuspended):
                 return await self._suspend(workflow_id, cause.wake_at)
-            await asyncio.to_thread(
-                store.finish,
-                workflow_id,
-                self.owner,
-                WorkflowStatus.FAILED,
-                None,
-                failure_text(cause),
+            await self._outcomes.record(
+                workflow_id, WorkflowStatus.FAILED, None, failure_text(cause)
             )
             raise WorkflowExecutionError(workflow_id, _one_line(cause)) from cause
         except Exception as error:  # e.g. a stored graph that no longer unpickles here
@@ -178,9 +184,7 @@ class WorkflowManager:
                 f"Workflow could not be started: {type(error).__name__}: {error}",
             )
             raise WorkflowExecutionError(workflow_id, _one_line(error)) from error
-        await asyncio.to_thread(
-            store.finish, workflow_id, self.owner, WorkflowStatus.SUCCESSFUL, preview(value)
-        )
+        await self._outcomes.record(workflow_id, WorkflowStatus.SUCCESSFUL, preview(value))
         return value
 
     async def _suspend(self, workflow_id: str, wake_at: float) -> Any:
@@ -351,6 +355,49 @@ class WorkflowManager:
                             await self.cancel(workflow_id)
             except Exception:  # the database may be restarting; the next beat retries
                 log.exception("lease heartbeat failed")
+
+
+#: How many early cancels a manager remembers (see ``WorkflowManager.start``).
+_REMEMBERED_CANCELS = 10_000
+
+
+class _Outcomes:
+    """Workflow outcomes written in batches: group commit.
+
+    While one batch is being written, the outcomes that arrive wait and go in the next
+    one, so under load a transaction records many workflows; alone, one waits for none.
+    ``record`` returns once its outcome is durable.
+    """
+
+    def __init__(self, config: StoreConfig, owner: str) -> None:
+        self.config = config
+        self.owner = owner
+        self._waiting: list[tuple[tuple[str, WorkflowStatus, str | None, str | None], Any]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(
+        self, workflow_id: str, status: WorkflowStatus, output: str | None, error: str | None = None
+    ) -> None:
+        written = asyncio.get_running_loop().create_future()
+        self._waiting.append(((workflow_id, status, output, error), written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await written
+
+    async def _write(self) -> None:
+        store, _ = handles(self.config)
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await asyncio.to_thread(store.finish_many, self.owner, [o for o, _ in batch])
+            except Exception as error:  # each waiter's workflow sees it
+                for _, written in batch:
+                    if not written.done():
+                        written.set_exception(error)
+            else:
+                for _, written in batch:
+                    if not written.done():
+                        written.set_result(None)
 
 
 def _one_line(error: BaseException) -> str:

@@ -113,7 +113,7 @@ class SchedulerService:
         if self.scheduler.running:
             return self
         upgrade(self.store)
-        self.scheduler.add_jobstore(jobs.jobstore_for(self.store.engine), "default")
+        self.scheduler.add_jobstore(jobs.jobstore_for(self.store.checked_engine), "default")
         self.scheduler.add_jobstore(MemoryJobStore(), "local")
         self.scheduler.start(paused=True)
         return self

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,7 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 
-from executor.store.sql import SqlStore
+from executor.status import TaskStatus, WorkflowStatus
+from executor.store.records import Checkpoint, NewTask, dump_json
+from executor.store.sql import LEASE_TTL, SqlStore
 
 
 class SqliteStore(SqlStore):
@@ -64,13 +67,135 @@ class SqliteStore(SqlStore):
 
 
 class PostgresStore(SqlStore):
-    """PostgreSQL: the cluster database. Connections are checked before use so a
-    database restart costs a retry, not an error."""
+    """PostgreSQL: the cluster database, a network round trip away.
+
+    Round trips are what a task's finish costs here, so:
+    - Writes skip the pool's checkout ping: they retry on a lost connection anyway
+      (``_retrying``), and a database restart invalidates the whole pool at the first one.
+    - Reads are not retried, so they keep the ping; they run in autocommit, because under
+      READ COMMITTED a transaction adds BEGIN and ROLLBACK and no consistency.
+    - Creating a workflow with its tasks, and a task's usual finish (a checkpoint, no
+      log, no continuation), are one statement each.
+    """
+
+    def __init__(self, url: str, engine: sa.Engine, checked: sa.Engine) -> None:
+        super().__init__(url, engine)
+        self.checked_engine = checked
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reader = checked.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     def open(cls, url: str) -> PostgresStore:
-        engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-        return cls(url, engine)
+        engine = sa.create_engine(url, pool_size=5, max_overflow=10)
+        checked = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        return cls(url, engine, checked)
+
+    def dispose(self) -> None:
+        super().dispose()
+        self.checked_engine.dispose()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._reader.connect() as conn:
+            yield conn
+
+    def create_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        graph: bytes | None,
+        graph_blob: str | None,
+        output_task_id: str,
+        new_tasks: Sequence[NewTask],
+        user_metadata: dict[str, Any],
+        trigger: str = "manual",
+        owner: str | None = None,
+        ttl: float = LEASE_TTL,
+    ) -> bool:
+        if not new_tasks:
+            return super().create_workflow(
+                workflow_id,
+                name,
+                graph,
+                graph_blob,
+                output_task_id,
+                new_tasks,
+                user_metadata,
+                trigger,
+                owner,
+                ttl,
+            )
+        now = time.time()
+        params = {
+            "workflow": workflow_id,
+            "name": name,
+            "status": (WorkflowStatus.RUNNING if owner else WorkflowStatus.PENDING).value,
+            "owner": owner,
+            "lease": now + ttl if owner else None,
+            "started": now if owner else None,
+            "trigger": trigger,
+            "metadata": dump_json(user_metadata),
+            "graph": graph,
+            "graph_blob": graph_blob,
+            "output": output_task_id,
+            "created": now,
+            "task_ids": [t.task_id for t in new_tasks],
+            "seqs": list(range(len(new_tasks))),
+            "names": [t.name for t in new_tasks],
+            "parents": [t.parent_task_id for t in new_tasks],
+            "upstreams": [dump_json(t.upstream) for t in new_tasks],
+            "task_metadata": [dump_json(t.user_metadata) for t in new_tasks],
+        }
+
+        def insert() -> bool:
+            with self._autocommit.connect() as conn:
+                return conn.exec_driver_sql(_CREATE_WORKFLOW, params).first() is not None
+
+        return self._retrying(insert)
+
+    def task_finished(
+        self,
+        workflow_id: str,
+        task_id: str,
+        checkpoint: Checkpoint | None,
+        output_preview: str | None,
+        started_at: float,
+        attempts_delta: int,
+        completes: Sequence[str] = (),
+        new_tasks: Sequence[NewTask] = (),
+        log: tuple[float, str] | None = None,
+    ) -> None:
+        if checkpoint is None or checkpoint.kind != "value" or new_tasks or log:
+            return super().task_finished(
+                workflow_id,
+                task_id,
+                checkpoint,
+                output_preview,
+                started_at,
+                attempts_delta,
+                completes,
+                new_tasks,
+                log,
+            )
+        params = {
+            "workflow": workflow_id,
+            "task": task_id,
+            "kind": checkpoint.kind,
+            "data": checkpoint.data,
+            "blob": checkpoint.blob,
+            "size": checkpoint.size,
+            "started": started_at,
+            "ended": time.time(),
+            "delta": attempts_delta,
+            "preview": output_preview,
+            "completes": list(completes),
+        }
+
+        def write() -> None:
+            with self._autocommit.connect() as conn:
+                conn.exec_driver_sql(_FINISH_TASK, params)
+
+        self._retrying(write)
 
     def _is_transient(self, error: sa.exc.DBAPIError) -> bool:
         message = str(error.orig).lower()
@@ -89,3 +214,63 @@ class PostgresStore(SqlStore):
         from sqlalchemy.dialects.postgresql import insert
 
         return insert(table)
+
+
+#: ``TaskStore.task_finished`` in one statement (one round trip, atomic): the checkpoint,
+#: then - only if it was the first for the task - the task's row and the rows of the tasks
+#: whose continuations end in it. PostgreSQL runs a WITH's data-modifying parts exactly
+#: once even when nothing references them.
+_FINISH_TASK = f"""
+WITH checkpoint AS (
+    INSERT INTO gnomon_checkpoints (workflow_id, task_id, kind, data, blob, size)
+    VALUES (%(workflow)s, %(task)s, %(kind)s, %(data)s, %(blob)s, %(size)s)
+    ON CONFLICT DO NOTHING
+    RETURNING task_id
+), finished AS (
+    UPDATE gnomon_tasks
+    SET status = '{TaskStatus.SUCCESSFUL.value}',
+        started_at = coalesce(started_at, %(started)s),
+        ended_at = %(ended)s,
+        attempts = attempts + %(delta)s,
+        output_preview = %(preview)s,
+        output_task_id = %(task)s,
+        error = NULL
+    WHERE workflow_id = %(workflow)s AND task_id = %(task)s
+      AND EXISTS (SELECT 1 FROM checkpoint)
+    RETURNING task_id
+)
+UPDATE gnomon_tasks
+SET status = '{TaskStatus.SUCCESSFUL.value}',
+    ended_at = %(ended)s,
+    output_preview = %(preview)s,
+    output_task_id = %(task)s
+WHERE workflow_id = %(workflow)s AND task_id = ANY(%(completes)s::text[])
+  AND EXISTS (SELECT 1 FROM checkpoint)
+"""
+
+#: ``SqlStore.create_workflow`` in one statement: the workflow row, and its tasks only if
+#: the row is new. A row comes back if it was created.
+_CREATE_WORKFLOW = f"""
+WITH workflow AS (
+    INSERT INTO gnomon_workflows (
+        workflow_id, name, status, owner, lease_expires_at, started_at, trigger,
+        user_metadata, graph, graph_blob, output_task_id, created_at
+    )
+    VALUES (
+        %(workflow)s, %(name)s, %(status)s, %(owner)s, %(lease)s, %(started)s, %(trigger)s,
+        %(metadata)s, %(graph)s, %(graph_blob)s, %(output)s, %(created)s
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING workflow_id
+)
+INSERT INTO gnomon_tasks (
+    workflow_id, task_id, seq, name, parent_task_id, upstream, status, attempts, user_metadata
+)
+SELECT workflow.workflow_id, t.task_id, t.seq, t.name, t.parent_task_id, t.upstream,
+       '{TaskStatus.PENDING.value}', 0, t.user_metadata
+FROM workflow, unnest(
+    %(task_ids)s::text[], %(seqs)s::bigint[], %(names)s::text[], %(parents)s::text[],
+    %(upstreams)s::text[], %(task_metadata)s::text[]
+) AS t(task_id, seq, name, parent_task_id, upstream, user_metadata)
+RETURNING 1
+"""

@@ -22,7 +22,7 @@ def upgrade_command(gn: Context) -> None:
     store = handles(gn.config)[0]
     before = current_revision(store)
     ran = upgrade(store)
-    jobstore_for(store.engine)
+    jobstore_for(store.checked_engine)
     head = head_revision()
     if ran:
         click.echo(f"Upgraded {gn.safe_url} from {before or 'an empty database'} to {head}")
