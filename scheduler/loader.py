@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 #: The bundled examples (``gnomon up --examples``): ``scheduler/examples`` links to the
 #: top-level ``examples/`` in a checkout and is a real folder inside the wheel.
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+#: An import error is reported in one line of at most this many characters.
+MAX_ERROR_CHARS = 500
 
 
 @dataclass
@@ -41,27 +44,35 @@ def load_dags(directory: str | Path, registry: Registry = REGISTRY) -> LoadResul
 
     The folder goes on ``sys.path`` so dags files can import their sibling modules.
     """
-    folder = Path(directory).resolve()
-    if not folder.is_dir():
+    try:
+        folder = Path(directory).resolve()
+        paths = sorted(folder.glob("*.py")) if folder.is_dir() else None
+    except (OSError, RuntimeError) as error:  # unreadable, or a symlink loop
+        raise InvalidTargetError(f"Cannot read dags folder {str(directory)!r}: {error}") from None
+    if paths is None:
         raise InvalidTargetError(f"No dags folder {str(folder)!r}")
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
     result = LoadResult()
-    for path in sorted(folder.glob("*.py")):
+    for path in paths:
         if path.name.startswith(("_", ".")):
             continue
+        shown = _printable(str(path))
         collected = Registry()
         try:
             with collected.collecting():
                 module = _import_file(path)
             registry.merge(collected)
-        except Exception as error:  # any user error: report it, load the other files
-            message = _one_line(error)
-            result.errors[str(path)] = message
-            registry.import_errors[str(path)] = message
-            log.warning("Could not load dags file %s: %s", path, message, exc_info=True)
+        except KeyboardInterrupt:
+            raise  # Ctrl-C while the files load: stop `gnomon up`
+        except BaseException as error:  # sys.exit() too: report it, load the other files
+            message = _one_line(error, path)
+            result.errors[shown] = message
+            registry.import_errors[shown] = message
+            log.warning("Could not load dags file %s: %s", shown, message)
+            log.debug("Import of %s failed", shown, exc_info=True)
             continue
-        registry.import_errors.pop(str(path), None)
+        registry.import_errors.pop(shown, None)
         result.modules.append(module.__name__)
         result.schedules.extend(schedule.name for schedule in collected)
     return result
@@ -125,6 +136,32 @@ def import_target(target: str) -> Any:
     return value
 
 
-def _one_line(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".strip().splitlines()
-    return text[0] if text else type(error).__name__
+def _one_line(error: BaseException, path: Path | None = None) -> str:
+    """``RuntimeError: config missing (at half.py, line 9)``: the error and, when ``path``
+    is given, the deepest line of that file it passed through (a SyntaxError names it)."""
+    try:
+        lines = str(error).strip().splitlines()
+    except Exception:  # the user's exception cannot even print itself
+        lines = []
+    line = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    if len(line) > MAX_ERROR_CHARS:
+        line = line[: MAX_ERROR_CHARS - 3] + "..."
+    if path is not None and not isinstance(error, SyntaxError):
+        where = _line_in(error, path)
+        if where is not None:
+            line += f" (at {path.name}, line {where})"
+    return _printable(line)
+
+
+def _line_in(error: BaseException, path: Path) -> int | None:
+    found = None
+    for frame, number in traceback.walk_tb(error.__traceback__):
+        if frame.f_code.co_filename == str(path):
+            found = number
+    return found
+
+
+def _printable(text: str) -> str:
+    """A file name or a message that can be logged, echoed and put in a page as UTF-8:
+    undecodable bytes in file names arrive as lone surrogates."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

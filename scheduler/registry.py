@@ -65,7 +65,9 @@ class Schedule:
 
     @property
     def source(self) -> str:
-        return f"{getattr(self.factory, '__module__', '?')}.{self.factory.__qualname__}"
+        # A callable object or a functools.partial has no __qualname__.
+        qualname = getattr(self.factory, "__qualname__", None) or repr(self.factory)
+        return f"{getattr(self.factory, '__module__', '?')}.{qualname}"
 
     def make_run(
         self,
@@ -139,6 +141,11 @@ class Registry:
         self._schedules[schedule.name] = schedule
 
     def merge(self, other: Registry) -> None:
+        """Add all of ``other`` or, if one name is taken by another factory, none of it."""
+        for schedule in other:
+            existing = self._schedules.get(schedule.name)
+            if existing is not None and existing.source != schedule.source:
+                raise DuplicateScheduleError(schedule.name, existing.source, schedule.source)
         for schedule in other:
             self.add(schedule)
 
@@ -188,8 +195,12 @@ def _check_name(name: str) -> str:
         raise InvalidScheduleError(
             f"A schedule name must be 1 to {MAX_NAME_LENGTH} characters, got {name!r}"
         )
-    if "@" in name or any(char.isspace() for char in name):
-        raise InvalidScheduleError(f"A schedule name cannot contain '@' or spaces: {name!r}")
+    # '/' would make the name unreachable in URLs (/api/v1/schedules/<name>/trigger), and
+    # PostgreSQL refuses a NUL in the job store's id.
+    if "@" in name or "/" in name or not name.isprintable() or " " in name:
+        raise InvalidScheduleError(
+            f"A schedule name cannot contain '@', '/', spaces or control characters: {name!r}"
+        )
     return name
 
 
@@ -199,8 +210,8 @@ def _check_json(what: str, value: dict[str, Any] | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidScheduleError(f"{what} must be a dict, got {type(value).__name__}")
     try:
-        json.dumps(value)
-    except (TypeError, ValueError) as error:
+        json.dumps(value, allow_nan=False)  # NaN would make the API's JSON invalid
+    except (TypeError, ValueError, RecursionError) as error:
         raise InvalidScheduleError(f"{what} must be JSON-serializable: {error}") from None
     return dict(value)
 

@@ -21,7 +21,7 @@ import ray
 import sqlalchemy as sa
 
 from executor import workflow
-from executor.errors import WorkflowNotFoundError
+from executor.errors import CheckpointError, InvalidInputError, WorkflowNotFoundError
 from executor.status import WorkflowStatus
 from executor.store import SqlStore
 from scheduler.errors import DagFactoryError, RunExistsError
@@ -130,8 +130,9 @@ class RunLauncher:
     ) -> tuple[str, ray.ObjectRef] | None:
         """Submit one run; returns its id and output ref, or None if the id exists.
 
-        A scheduled tick records a factory error as a FAILED run and skips an existing
-        id as a duplicate tick; a manual trigger (``trigger != "schedule"``) raises both.
+        A scheduled tick records a factory error (a raise, or a return that is not a DAG)
+        as a FAILED run and skips an existing id as a duplicate tick; a manual trigger
+        (``trigger != "schedule"``) raises both.
         The factory runs before the existence check (which is the insert itself), so
         factories should only build the DAG: no side effects.
         """
@@ -144,23 +145,34 @@ class RunLauncher:
             log.exception("The DAG factory of %s raised", schedule.name)
             dag = factory_failed.bind(schedule.name, _describe(error))
         try:
-            ref = workflow.submit(
+            ref = self._submit(schedule, run, dag)
+        except (InvalidInputError, CheckpointError) as error:
+            # The factory returned something that is not a DAG, or one that cannot be stored.
+            message = f"The DAG factory of {schedule.name!r} returned a bad DAG: {error}"
+            if trigger != "schedule":
+                raise DagFactoryError(message) from None
+            log.warning("%s", message)
+            ref = self._submit(schedule, run, factory_failed.bind(schedule.name, str(error)))
+        if ref is None:
+            self._duplicate(run.workflow_id, trigger)
+            return None
+        return run.workflow_id, ref
+
+    def _submit(self, schedule: Schedule, run: Run, dag: Any) -> ray.ObjectRef | None:
+        try:
+            return workflow.submit(
                 dag,
                 (),
                 {},
                 workflow_id=run.workflow_id,
                 metadata=run_metadata(schedule, run),
                 name=schedule.name,
-                trigger=trigger,
+                trigger=run.trigger,
                 if_exists="ignore",
             )
         except sa.exc.IntegrityError:
             # Another replica inserted the same id between our check and our insert.
-            ref = None
-        if ref is None:
-            self._duplicate(run.workflow_id, trigger)
             return None
-        return run.workflow_id, ref
 
     def _duplicate(self, workflow_id: str, trigger: str) -> None:
         if trigger != "schedule":

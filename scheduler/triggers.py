@@ -22,6 +22,8 @@ from scheduler.errors import InvalidScheduleError
 #: Interval ticks are aligned to this instant, so every replica and every restart computes
 #: the same logical dates (``interval=60`` fires on the minute).
 INTERVAL_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: The longest interval: about 1,000 years, far inside what ``timedelta`` can hold.
+MAX_INTERVAL_SECONDS = 1000 * 366 * 86400.0
 
 
 class WallClockCronTrigger(CronTrigger):
@@ -94,10 +96,13 @@ class TriggerSpec:
             return spec
         if interval is not None:
             seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+            # NaN, infinity and spans past timedelta's range would only fail when the
+            # service builds the trigger, taking the whole scheduler down with them.
+            if not number or not 0 < seconds <= MAX_INTERVAL_SECONDS:
                 raise InvalidScheduleError(
-                    f"interval must be a positive number of seconds or a timedelta, "
-                    f"got {interval!r}"
+                    f"interval must be a positive number of seconds (at most "
+                    f"{MAX_INTERVAL_SECONDS:.0f}) or a timedelta, got {interval!r}"
                 )
             return TriggerSpec("interval", interval=float(seconds), timezone=timezone)
         if at is not None:

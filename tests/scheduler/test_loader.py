@@ -68,7 +68,7 @@ def test_a_broken_file_is_reported_and_the_others_load(tmp_path, name):
     assert result.schedules == [name]
     assert set(result.errors) == {str(broken), str(half), str(bad_cron)}
     assert result.errors[str(broken)].startswith("SyntaxError")
-    assert result.errors[str(half)] == "RuntimeError: config missing"
+    assert result.errors[str(half)] == "RuntimeError: config missing (at half.py, line 8)"
     assert "Bad cron expression '0 25 * * *'" in result.errors[str(bad_cron)]
     assert registry.import_errors == result.errors
     assert "helper" not in registry  # a module without register() adds nothing
