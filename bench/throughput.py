@@ -3,6 +3,8 @@
     .venv/bin/python bench/throughput.py [--database-url URL] [--count 400] [--in-flight 50]
 
 Workflows are submitted through the Python API with at most ``--in-flight`` outstanding.
+The same chains as plain Ray tasks (no durability), measured in the same run, give the
+floor on this machine; the ratio to them is what survives a noisy, shared machine.
 For comparison (issue 6): DBOS Transact on SQLite measured 67-85 one-step workflows/s
 here; the target is 200 three-task workflows/s on PostgreSQL.
 """
@@ -32,15 +34,26 @@ def three_tasks(i: int):
     return step.bind(step.bind(step.bind(i)))
 
 
-def measure(build, count: int, in_flight: int) -> float:
+def durable(build):
     run = uuid.uuid4().hex[:8]
+    return lambda i: workflow.run_async(build(i), workflow_id=f"tp-{run}-{i}")
+
+
+#: The same chains as plain ``.remote()`` calls.
+PLAIN = {
+    "1-task": lambda i: step.remote(i),
+    "3-task": lambda i: step.remote(step.remote(step.remote(i))),
+}
+
+
+def measure(start_one, count: int, in_flight: int) -> float:
     pending: list[ray.ObjectRef] = []
     start = time.perf_counter()
     for i in range(count):
         if len(pending) >= in_flight:
             done, pending = ray.wait(pending, num_returns=1)
             ray.get(done)
-        pending.append(workflow.run_async(build(i), workflow_id=f"tp-{run}-{i}"))
+        pending.append(start_one(i))
     ray.get(pending)
     return count / (time.perf_counter() - start)
 
@@ -55,11 +68,16 @@ def main() -> None:
     storage = tempfile.mkdtemp(prefix="gnomon-bench-")
     url = args.database_url or f"sqlite:///{storage}/bench.db"
     workflow.init(url, storage=storage)
-    measure(one_task, 50, args.in_flight)  # warm up
+    measure(durable(one_task), 50, args.in_flight)  # warm up
+    measure(PLAIN["1-task"], 50, args.in_flight)
     print(f"database: {url.split('@')[-1]}   workflows: {args.count}   in flight: {args.in_flight}")
     for name, build in (("1-task", one_task), ("3-task", three_tasks)):
-        rate = measure(build, args.count, args.in_flight)
-        print(f"{name} workflows: {rate:6.1f} completed/s")
+        rate = measure(durable(build), args.count, args.in_flight)
+        floor = measure(PLAIN[name], args.count, args.in_flight)
+        print(
+            f"{name} workflows: {rate:6.1f} completed/s   plain Ray: {floor:6.1f}/s   "
+            f"ratio {rate / floor:.2f}"
+        )
     ray.shutdown()
 
 
