@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import pytest
 import ray
 
+from tests.postgres import restart_postgres
+
 pytestmark = pytest.mark.slow
-
-
-def _restart_postgres() -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 @ray.remote
@@ -45,7 +36,7 @@ def test_postgres_restart_mid_run(ray_address, postgresql_url, blob_root, marks,
     while not (marks / "s2").exists():
         assert time.monotonic() < deadline, "the workflow never got going"
         time.sleep(0.1)
-    _restart_postgres()
+    restart_postgres()
 
     assert ray.get(ref, timeout=180) == 8
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.SUCCESSFUL
