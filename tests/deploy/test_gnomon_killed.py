@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import textwrap
 import time
 import urllib.request
 import uuid
@@ -30,7 +29,7 @@ from executor.status import ACTIVE, WorkflowStatus
 from executor.store import SqlStore
 from scheduler.registry import parse_logical_date
 from tests.deploy.cluster import ROOT, Cluster, env
-from tests.scheduler.processes import GnomonUp, free_port
+from tests.scheduler.processes import GnomonUp, dags_folder, free_port
 from tests.scheduler.waiting import eventually
 
 pytestmark = pytest.mark.slow
@@ -106,11 +105,7 @@ def test_gnomon_up_killed_mid_run_on_the_cluster(
     # Given gnomon up (deploy/gnomon.sh) on the cluster with a ticking and a slow schedule
     suffix = uuid.uuid4().hex[:8]
     tick, batch = f"tick_{suffix}", f"batch_{suffix}"
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "flows.py").write_text(
-        textwrap.dedent(DAGS.format(marks=str(marks), tick=tick, batch=batch, interval=INTERVAL))
-    )
+    dags = dags_folder(tmp_path, DAGS, marks=str(marks), tick=tick, batch=batch, interval=INTERVAL)
     port = free_port()
     environment = env(
         RAY_ADDRESS=cluster.address,

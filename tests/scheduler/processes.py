@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -18,6 +19,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def dags_folder(parent: Path, source: str, **names: object) -> Path:
+    """``parent/dags`` holding ``flows.py``: ``source`` dedented, with ``names`` filled in."""
+    folder = parent / "dags"
+    folder.mkdir()
+    (folder / "flows.py").write_text(textwrap.dedent(source.format(**names)))
+    return folder
 
 
 class GnomonUp:

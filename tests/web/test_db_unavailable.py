@@ -10,7 +10,6 @@ too: run this when nothing else uses the server.
 from __future__ import annotations
 
 import json
-import textwrap
 import threading
 import time
 import urllib.error
@@ -29,7 +28,7 @@ from executor.manager import manager_for
 from executor.status import WorkflowStatus
 from executor.store import SqlStore
 from tests.postgres import restart_postgres
-from tests.scheduler.processes import GnomonUp, free_port
+from tests.scheduler.processes import GnomonUp, dags_folder, free_port
 from tests.scheduler.waiting import eventually
 from tests.web.conftest import BEARER
 
@@ -181,11 +180,7 @@ def test_dashboard_through_a_postgres_restart(
     # Given gnomon up on its own database, and a run of a slow chain in flight
     suffix = uuid.uuid4().hex[:8]
     chain, tick = f"chain_{suffix}", f"tick_{suffix}"
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "flows.py").write_text(
-        textwrap.dedent(DAGS.format(marks=str(marks), chain=chain, tick=tick))
-    )
+    dags = dags_folder(tmp_path, DAGS, marks=str(marks), chain=chain, tick=tick)
     port = free_port()
     args = [
         *("--dags", str(dags), "--database-url", scratch_postgresql_url),
