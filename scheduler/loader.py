@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -42,7 +43,8 @@ class LoadResult:
 def load_dags(directory: str | Path, registry: Registry = REGISTRY) -> LoadResult:
     """Import every ``*.py`` in ``directory`` (not recursively) and register its schedules.
 
-    The folder goes on ``sys.path`` so dags files can import their sibling modules.
+    The folder goes at the end of ``sys.path`` so dags files can import their sibling
+    modules, without a dags file named like a module (``calendar.py``) shadowing it.
     """
     try:
         folder = Path(directory).resolve()
@@ -52,7 +54,7 @@ def load_dags(directory: str | Path, registry: Registry = REGISTRY) -> LoadResul
     if paths is None:
         raise InvalidTargetError(f"No dags folder {str(folder)!r}")
     if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+        sys.path.append(str(folder))
     result = LoadResult()
     for path in paths:
         if path.name.startswith(("_", ".")):
@@ -87,11 +89,13 @@ def load_examples(registry: Registry = REGISTRY) -> LoadResult:
 
 
 def _import_file(path: Path) -> ModuleType:
-    """Import a file under its own stem, unless another module already has that name."""
+    """Import a file under its own stem, unless another module has (or the standard
+    library could later want) that name."""
     name = path.stem
     taken = sys.modules.get(name)
-    if taken is not None and Path(getattr(taken, "__file__", "") or "").resolve() != path:
-        digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    other = taken is not None and Path(getattr(taken, "__file__", "") or "").resolve() != path
+    if other or name in sys.stdlib_module_names:
+        digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:8]
         name = f"gnomon_dags_{digest}_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

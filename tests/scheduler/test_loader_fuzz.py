@@ -250,6 +250,18 @@ def test_odd_but_valid_factories_load(tmp_path, clean_imports, name):
     assert registry.names() == [f"{name}_object", f"{name}_partial"]
 
 
+def test_a_file_named_like_a_standard_module_does_not_shadow_it(tmp_path, clean_imports, name):
+    sys.modules.pop("colorsys", None)
+    _write(tmp_path, "colorsys.py", _register(name=f"'{name}'", interval="60"))
+    registry = Registry()
+
+    assert load_dags(tmp_path, registry).errors == {}
+
+    import colorsys  # whoever imports it later gets the standard library's
+
+    assert registry.names() == [name] and hasattr(colorsys, "rgb_to_hsv")
+
+
 def test_an_unreadable_dags_folder_is_a_one_line_error(tmp_path):
     loop = tmp_path / "loop"
     loop.symlink_to(loop)
