@@ -165,7 +165,8 @@ def task_table(workflow_id: str) -> str:
     if status and status not in TaskStatus.__members__:
         raise BadRequest(f"Unknown task status {status!r}")
     page_text = request.args.get("page", "1")
-    page = int(page_text) if page_text.isdigit() else 1
+    # int() refuses digits such as '²' (isdigit but not isdecimal), and 4,300+ digits.
+    page = int(page_text) if page_text.isdecimal() and len(page_text) <= 9 else 1
     tasks = store().load_tasks(workflow_id)
     return render_template(
         "partials/task_table.html",

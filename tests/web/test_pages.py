@@ -129,6 +129,9 @@ def test_task_table_pages_and_filters(browser, store, workflow_id):
     assert second.count("<tr data-task-id=") == 50 and "51–100 of 130" in second
     assert failed.count("<tr data-task-id=") == 1 and "tests.fake.step_129" in failed
     assert browser.get(f"/parts/tasks/{workflow_id}?status=NOPE").status_code == 400
+    for page in ["%C2%B2", "1" * 5000, "-1"]:  # not a page number: the first page
+        odd = browser.get(f"/parts/tasks/{workflow_id}?page={page}")
+        assert odd.status_code == 200 and "1–50 of 130" in odd.text
 
 
 def test_graph_has_a_node_per_task_and_edges_from_upstream(browser, store, workflow_id):
