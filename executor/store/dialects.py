@@ -86,8 +86,15 @@ class PostgresStore(SqlStore):
 
     @classmethod
     def open(cls, url: str) -> PostgresStore:
-        engine = sa.create_engine(url, pool_size=5, max_overflow=10)
-        checked = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # A host that drops packets (not one that refuses) would otherwise hang each
+        # connect for the kernel's TCP timeout, minutes, before a retry or a clear 503.
+        options: dict[str, Any] = {
+            "pool_size": 5,
+            "max_overflow": 10,
+            "connect_args": {"connect_timeout": 5},
+        }
+        engine = sa.create_engine(url, **options)
+        checked = sa.create_engine(url, pool_pre_ping=True, **options)
         return cls(url, engine, checked)
 
     def dispose(self) -> None:
