@@ -18,9 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from executor.status import WorkflowStatus
+from executor.store import SqlStore
 from scheduler.errors import DagFactoryError, InvalidTargetError
 from scheduler.loader import MAX_ERROR_CHARS, load_dags
 from scheduler.registry import Registry
+from tests.scheduler.processes import GnomonUp, free_port
 from tests.scheduler.waiting import eventually
 from web import create_app
 
@@ -115,11 +117,10 @@ def _write(folder: Path, name: str, text: str | bytes) -> Path:
     return path
 
 
-def _good(name: str, stem: str) -> str:
-    """A dags file with an interval schedule, a factory that raises and one that returns
-    a non-DAG, all trigger-able; its sibling module supplies the greeting."""
-    return textwrap.dedent(
-        f"""
+def _good(name: str, stem: str, bad_factories: bool = True) -> str:
+    """A dags file with an interval schedule and (``bad_factories``) a factory that raises
+    and one that returns a non-DAG; its sibling module supplies the greeting."""
+    good = f"""
         import ray
         import scheduler
         from {stem}_helper import GREETING
@@ -131,7 +132,8 @@ def _good(name: str, stem: str) -> str:
         @scheduler.register(name="{name}", interval=1)
         def good(run):
             return hello.bind(GREETING)
-
+        """
+    bad = f"""
         @scheduler.register(name="{name}_raises", interval=1)
         def raises(run):
             raise ValueError("the factory says no")
@@ -140,7 +142,7 @@ def _good(name: str, stem: str) -> str:
         def not_a_dag(run):
             return 42
         """
-    )
+    return textwrap.dedent(good + bad if bad_factories else good)
 
 
 def _weird_folders(folder: Path) -> dict[str, str]:
@@ -330,3 +332,40 @@ def test_generated_files_never_stop_the_loader(files, clean_imports):
             assert Path(path).name.startswith("generated_")
             assert message and "\n" not in message and len(message) <= MAX_ERROR_CHARS + 40
             message.encode("utf-8")
+
+
+@pytest.mark.slow
+def test_gnomon_up_reports_each_broken_file_in_one_line_and_keeps_running(tmp_path, name):
+    # Given a dags folder of broken files next to a good one, served by a real `gnomon up`
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    stem = f"good_{uuid.uuid4().hex[:8]}"
+    _write(dags, f"{stem}_helper.py", "GREETING = 'hi'\n")
+    _write(dags, f"{stem}.py", _good(name, stem, bad_factories=False))
+    for filename, (text, _) in BROKEN.items():
+        _write(dags, filename, text)
+    database_url = f"sqlite:///{tmp_path / 'gnomon.db'}"
+    args = ["--dags", str(dags), "--database-url", database_url, "--storage"]
+    args += [str(tmp_path / "blobs"), "--port", str(free_port()), "--ray-address", "local"]
+    up = GnomonUp(args, tmp_path / "up.log", {"GNOMON_HOME": str(tmp_path / "home")})
+    store = SqlStore.create(database_url)
+    try:
+        # When it starts
+        up.wait_for("Press Ctrl-C to stop.", 150)
+
+        # Then each broken file is one error line naming it, with no traceback
+        lines = [line for line in up.text().splitlines() if line.startswith("Error: dags file")]
+        for filename, (_, message) in BROKEN.items():
+            mine = [line for line in lines if f"/{filename} did not load: " in line]
+            assert len(mine) == 1 and message in mine[0], (filename, mine)
+        assert "Traceback" not in up.text()
+        # ... and the good schedule fires, and the process stops cleanly when asked
+        eventually(
+            lambda: [r for r in store.list_workflows(name=name) if r.status.value == "SUCCESSFUL"],
+            timeout=60,
+            what="a tick of the good file",
+        )
+        assert up.terminate(timeout=60) == 0
+    finally:
+        up.close()
+        store.dispose()
