@@ -68,7 +68,7 @@ def load_dags(directory: str | Path, registry: Registry = REGISTRY) -> LoadResul
         except KeyboardInterrupt:
             raise  # Ctrl-C while the files load: stop `gnomon up`
         except BaseException as error:  # sys.exit() too: report it, load the other files
-            message = _one_line(error, path)
+            message = one_line(error, path)
             result.errors[shown] = message
             registry.import_errors[shown] = message
             log.warning("Could not load dags file %s: %s", shown, message)
@@ -130,7 +130,7 @@ def import_target(target: str) -> Any:
     except InvalidTargetError:
         raise
     except Exception as error:
-        raise InvalidTargetError(f"Cannot import {module_part!r}: {_one_line(error)}") from None
+        raise InvalidTargetError(f"Cannot import {module_part!r}: {one_line(error)}") from None
     value: Any = module
     for part in attribute.split("."):
         try:
@@ -140,9 +140,10 @@ def import_target(target: str) -> Any:
     return value
 
 
-def _one_line(error: BaseException, path: Path | None = None) -> str:
-    """``RuntimeError: config missing (at half.py, line 9)``: the error and, when ``path``
-    is given, the deepest line of that file it passed through (a SyntaxError names it)."""
+def one_line(error: BaseException, path: Path | None = None) -> str:
+    """A user's error in one printable line: ``RuntimeError: config missing (at half.py,
+    line 9)``, with the deepest line of ``path`` it passed through (a SyntaxError names
+    its own), so the log needs no traceback."""
     try:
         lines = str(error).strip().splitlines()
     except Exception:  # the user's exception cannot even print itself

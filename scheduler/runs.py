@@ -15,6 +15,7 @@ import time
 import traceback
 from collections import defaultdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -25,6 +26,7 @@ from executor.errors import CheckpointError, InvalidInputError, WorkflowNotFound
 from executor.status import WorkflowStatus
 from executor.store import SqlStore
 from scheduler.errors import DagFactoryError, RunExistsError
+from scheduler.loader import one_line
 from scheduler.registry import Run, Schedule, format_logical_date, run_id
 
 log = logging.getLogger(__name__)
@@ -142,8 +144,12 @@ class RunLauncher:
         except Exception as error:
             if trigger != "schedule":
                 raise
-            log.exception("The DAG factory of %s raised", schedule.name)
-            dag = factory_failed.bind(schedule.name, _describe(error))
+            # The user's mistake: one line saying where, on the run and in the log.
+            code = getattr(schedule.factory, "__code__", None)
+            why = one_line(error, Path(code.co_filename) if code else None)
+            log.warning("The DAG factory of %s raised %s", schedule.name, why)
+            log.debug("The DAG factory of %s raised", schedule.name, exc_info=True)
+            dag = factory_failed.bind(schedule.name, why)
         try:
             ref = self._submit(schedule, run, dag)
         except (InvalidInputError, CheckpointError) as error:

@@ -219,7 +219,7 @@ def test_broken_files_are_reported_and_the_good_ones_fire(
 
     eventually(lambda: runs(name, WorkflowStatus.SUCCESSFUL), what="a tick of the good file")
     for schedule, why in [
-        (f"{name}_raises", "ValueError: the factory says no"),
+        (f"{name}_raises", f"ValueError: the factory says no (at {stem}.py, line 16)"),
         (f"{name}_not_a_dag", "Expected a Ray DAG (a remote function's .bind(...)), got int"),
     ]:
         failed = eventually(lambda s=schedule: runs(s, WorkflowStatus.FAILED), what=schedule)
@@ -229,6 +229,9 @@ def test_broken_files_are_reported_and_the_good_ones_fire(
     triggered = service.trigger(name, {"extra": 1})
     assert store.get_workflow(triggered).name == name
     assert service.scheduler.running
+    # ... and nothing the user got wrong printed a traceback (those are at DEBUG)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING and r.exc_info]
+    assert [r.getMessage() for r in loud if r.name.startswith("scheduler")] == []
 
     # And the dashboard lists every broken file
     page = dashboard(service).get("/schedules").text
