@@ -26,7 +26,8 @@ def head_revision() -> str | None:
 
 
 def current_revision(store: SqlStore) -> str | None:
-    with store.engine.connect() as conn:
+    # Checked engine: migrations run at start-up, often right after the database did.
+    with store.checked_engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
 
@@ -36,7 +37,7 @@ def upgrade(store: SqlStore) -> bool:
     if current_revision(store) == head_revision():
         return False
     config = _config()
-    with store.engine.begin() as conn:
+    with store.checked_engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Two processes starting at once must not both create the tables.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7216640)")
