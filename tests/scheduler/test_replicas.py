@@ -49,6 +49,12 @@ def replicated(run):
 def test_two_replicas_fire_each_tick_once_and_recover_an_orphan_once(
     ray_address, postgresql_url, blob_root, tmp_path, marks
 ):
+    two_replicas(ray_address, postgresql_url, blob_root, tmp_path, marks)
+
+
+def two_replicas(ray_address, postgresql_url, blob_root, tmp_path, marks, env=None) -> None:
+    """Two replicas joined to ``ray_address`` (this session's Ray, or the deploy tests'
+    two-node cluster, with its ``env``) fire each tick once and finish an orphan once."""
     workflow_id = f"orphan-{uuid.uuid4().hex[:8]}"
     api.init(postgresql_url, storage=str(blob_root))
     store = api._ensure()[1]
@@ -74,7 +80,7 @@ def test_two_replicas_fire_each_tick_once_and_recover_an_orphan_once(
                 "--ray-address",
                 ray_address,
             ]
-            replicas.append(GnomonUp(args, tmp_path / f"replica-{index}.log"))
+            replicas.append(GnomonUp(args, tmp_path / f"replica-{index}.log", env=env))
         for replica in replicas:
             replica.wait_for("Press Ctrl-C to stop.", START_SECONDS)
 
