@@ -6,7 +6,7 @@ import logging
 import os
 import secrets
 import signal
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,7 @@ def up(gn: Context, dags: tuple[str, ...], examples: bool, host: str, port: int)
             click.echo(f"Dashboard: {server[1]}")
         click.echo(f"Other gnomon commands join this Ray with: export RAY_ADDRESS={address}")
         click.echo("Press Ctrl-C to stop.")
-        while not stop.wait(0.5):
-            pass
+        _wait_for(stop)
         click.echo("Stopping...", err=True)
     finally:
         if server is not None:
@@ -97,18 +96,37 @@ def _report(source: str, result: Any) -> None:
     log.info("Loaded %d schedule(s) from %s", len(result.schedules), source)
 
 
-def _stop_on_signals() -> threading.Event:
-    """Ctrl-C and SIGTERM set the event; a second one stops at once."""
-    stop = threading.Event()
+class _StopRequest:
+    """Set by Ctrl-C or SIGTERM.
+
+    A plain flag, not a ``threading.Event``: a signal handler runs between the main
+    thread's bytecodes, and ``Event.set`` takes a lock that the main thread (or the
+    previous handler, when two signals come together) may hold. Seen once: ``timeout``
+    and ``pkill`` each sent SIGINT, the second handler waited forever on that lock, and
+    the process then ignored every signal but SIGKILL.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+
+def _stop_on_signals() -> _StopRequest:
+    """Ctrl-C and SIGTERM request a stop; a second one stops at once."""
+    stop = _StopRequest()
 
     def handle(signum: int, _frame: Any) -> None:
-        if stop.is_set():
+        if stop.requested:
             raise KeyboardInterrupt
-        stop.set()
+        stop.requested = True
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
     return stop
+
+
+def _wait_for(stop: _StopRequest) -> None:
+    while not stop.requested:
+        time.sleep(0.2)
 
 
 def _serve_dashboard(gn: Context, service: Any, host: str, port: int) -> tuple[Any, str] | None:
