@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -12,9 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 
-from executor.status import TaskStatus, WorkflowStatus
+from executor.status import TaskStatus
 from executor.store.records import Checkpoint, NewTask, dump_json
-from executor.store.sql import LEASE_TTL, SqlStore
+from executor.store.sql import SqlStore
 
 
 class SqliteStore(SqlStore):
@@ -106,46 +105,11 @@ class PostgresStore(SqlStore):
         with self._reader.connect() as conn:
             yield conn
 
-    def create_workflow(
-        self,
-        workflow_id: str,
-        name: str,
-        graph: bytes | None,
-        graph_blob: str | None,
-        output_task_id: str,
-        new_tasks: Sequence[NewTask],
-        user_metadata: dict[str, Any],
-        trigger: str = "manual",
-        owner: str | None = None,
-        ttl: float = LEASE_TTL,
-    ) -> bool:
-        if not new_tasks:
-            return super().create_workflow(
-                workflow_id,
-                name,
-                graph,
-                graph_blob,
-                output_task_id,
-                new_tasks,
-                user_metadata,
-                trigger,
-                owner,
-                ttl,
-            )
-        now = time.time()
+    def _insert_workflow(self, row: dict[str, Any], new_tasks: Sequence[NewTask]) -> bool:
+        if not new_tasks:  # the statement below reports a creation through a task's row
+            return super()._insert_workflow(row, new_tasks)
         params = {
-            "workflow": workflow_id,
-            "name": name,
-            "status": (WorkflowStatus.RUNNING if owner else WorkflowStatus.PENDING).value,
-            "owner": owner,
-            "lease": now + ttl if owner else None,
-            "started": now if owner else None,
-            "trigger": trigger,
-            "metadata": dump_json(user_metadata),
-            "graph": graph,
-            "graph_blob": graph_blob,
-            "output": output_task_id,
-            "created": now,
+            **row,
             "task_ids": [t.task_id for t in new_tasks],
             "seqs": list(range(len(new_tasks))),
             "names": [t.name for t in new_tasks],
@@ -153,37 +117,20 @@ class PostgresStore(SqlStore):
             "upstreams": [dump_json(t.upstream) for t in new_tasks],
             "task_metadata": [dump_json(t.user_metadata) for t in new_tasks],
         }
+        with self._autocommit.connect() as conn:
+            return conn.exec_driver_sql(_CREATE_WORKFLOW, params).first() is not None
 
-        def insert() -> bool:
-            with self._autocommit.connect() as conn:
-                return conn.exec_driver_sql(_CREATE_WORKFLOW, params).first() is not None
-
-        return self._retrying(insert)
-
-    def task_finished(
+    def _finish_value_at_once(
         self,
         workflow_id: str,
         task_id: str,
-        checkpoint: Checkpoint | None,
+        checkpoint: Checkpoint,
         output_preview: str | None,
         started_at: float,
+        ended_at: float,
         attempts_delta: int,
-        completes: Sequence[str] = (),
-        new_tasks: Sequence[NewTask] = (),
-        log: tuple[float, str] | None = None,
-    ) -> None:
-        if checkpoint is None or checkpoint.kind != "value" or new_tasks or log:
-            return super().task_finished(
-                workflow_id,
-                task_id,
-                checkpoint,
-                output_preview,
-                started_at,
-                attempts_delta,
-                completes,
-                new_tasks,
-                log,
-            )
+        completes: Sequence[str],
+    ) -> bool:
         params = {
             "workflow": workflow_id,
             "task": task_id,
@@ -192,17 +139,14 @@ class PostgresStore(SqlStore):
             "blob": checkpoint.blob,
             "size": checkpoint.size,
             "started": started_at,
-            "ended": time.time(),
+            "ended": ended_at,
             "delta": attempts_delta,
             "preview": output_preview,
             "completes": list(completes),
         }
-
-        def write() -> None:
-            with self._autocommit.connect() as conn:
-                conn.exec_driver_sql(_FINISH_TASK, params)
-
-        self._retrying(write)
+        with self._autocommit.connect() as conn:
+            conn.exec_driver_sql(_FINISH_TASK, params)
+        return True
 
     def _is_transient(self, error: sa.exc.DBAPIError) -> bool:
         message = str(error.orig).lower()
@@ -255,8 +199,8 @@ WHERE workflow_id = %(workflow)s AND task_id = ANY(%(completes)s::text[])
   AND EXISTS (SELECT 1 FROM checkpoint)
 """
 
-#: ``SqlStore.create_workflow`` in one statement: the workflow row, and its tasks only if
-#: the row is new. A row comes back if it was created.
+#: ``SqlStore._insert_workflow`` in one statement: the workflow row, and its tasks only
+#: if the row is new (and there is at least one). A row comes back if it was created.
 _CREATE_WORKFLOW = f"""
 WITH workflow AS (
     INSERT INTO gnomon_workflows (
@@ -264,8 +208,9 @@ WITH workflow AS (
         user_metadata, graph, graph_blob, output_task_id, created_at
     )
     VALUES (
-        %(workflow)s, %(name)s, %(status)s, %(owner)s, %(lease)s, %(started)s, %(trigger)s,
-        %(metadata)s, %(graph)s, %(graph_blob)s, %(output)s, %(created)s
+        %(workflow_id)s, %(name)s, %(status)s, %(owner)s, %(lease_expires_at)s,
+        %(started_at)s, %(trigger)s, %(user_metadata)s, %(graph)s, %(graph_blob)s,
+        %(output_task_id)s, %(created_at)s
     )
     ON CONFLICT DO NOTHING
     RETURNING workflow_id

@@ -173,34 +173,35 @@ class SqlStore(TaskStore, MailboxStore):
         saves the owner a separate ``acquire``; otherwise it is PENDING with no owner.
         """
         now = time.time()
+        row = {
+            "workflow_id": workflow_id,
+            "name": name,
+            "status": (WorkflowStatus.RUNNING if owner else WorkflowStatus.PENDING).value,
+            "owner": owner,
+            "lease_expires_at": now + ttl if owner else None,
+            "started_at": now if owner else None,
+            "trigger": trigger,
+            "user_metadata": dump_json(user_metadata),
+            "graph": graph,
+            "graph_blob": graph_blob,
+            "output_task_id": output_task_id,
+            "created_at": now,
+        }
+        return self._retrying(lambda: self._insert_workflow(row, new_tasks))
 
-        def insert() -> bool:
-            with self._write() as conn:
-                # ON CONFLICT, not a look first: one round trip fewer on every submit.
-                inserted = conn.execute(
-                    self._insert_ignoring_duplicates(workflows)
-                    .values(
-                        workflow_id=workflow_id,
-                        name=name,
-                        status=(WorkflowStatus.RUNNING if owner else WorkflowStatus.PENDING).value,
-                        owner=owner,
-                        lease_expires_at=now + ttl if owner else None,
-                        started_at=now if owner else None,
-                        trigger=trigger,
-                        user_metadata=dump_json(user_metadata),
-                        graph=graph,
-                        graph_blob=graph_blob,
-                        output_task_id=output_task_id,
-                        created_at=now,
-                    )
-                    .returning(workflows.c.workflow_id)
-                ).first()
-                if inserted is None:
-                    return False
-                self._insert_tasks(conn, workflow_id, new_tasks, first_seq=0)
-                return True
-
-        return self._retrying(insert)
+    def _insert_workflow(self, row: dict[str, Any], new_tasks: Sequence[NewTask]) -> bool:
+        """The workflow's row and, if it is new, its tasks; False if the id exists."""
+        with self._write() as conn:
+            # ON CONFLICT, not a look first: one round trip fewer on every submit.
+            inserted = conn.execute(
+                self._insert_ignoring_duplicates(workflows)
+                .values(**row)
+                .returning(workflows.c.workflow_id)
+            ).first()
+            if inserted is None:
+                return False
+            self._insert_tasks(conn, row["workflow_id"], new_tasks, first_seq=0)
+            return True
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord:
         with self._read() as conn:
