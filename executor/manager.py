@@ -127,16 +127,18 @@ class WorkflowManager:
             return False
         runner = self.runners.get(workflow_id)
         if runner is not None:
-            for ref in runner.cancelable():
-                try:
-                    ray.cancel(ref, recursive=True)
-                except Exception:  # already finished, or not cancelable: nothing to stop
-                    pass
+            _cancel(runner.cancelable())
         execution.cancel()
         try:
             await execution
         except (asyncio.CancelledError, WorkflowError):
             pass
+        if runner is not None:
+            # Once Ray has settled the first pass: the tasks it left out (their upstream is
+            # now failed or done), and any cancel Ray dropped while leasing a worker.
+            asyncio.get_running_loop().call_later(
+                _SECOND_CANCEL_AFTER, lambda: _cancel(runner.cancelable())
+            )
         # A task cancelled before its first step never ran its handler: record it here
         # (guarded by the owner, so a second write is harmless).
         store, _ = handles(self.config)
@@ -355,6 +357,18 @@ class WorkflowManager:
                             await self.cancel(workflow_id)
             except Exception:  # the database may be restarting; the next beat retries
                 log.exception("lease heartbeat failed")
+
+
+#: Seconds between a cancel's two passes over a workflow's tasks.
+_SECOND_CANCEL_AFTER = 0.2
+
+
+def _cancel(refs: list[ray.ObjectRef]) -> None:
+    for ref in refs:
+        try:
+            ray.cancel(ref, recursive=True)
+        except Exception:  # already finished, or not cancelable: nothing to stop
+            pass
 
 
 #: How many early cancels a manager remembers (see ``WorkflowManager.start``).
