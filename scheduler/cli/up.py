@@ -96,10 +96,15 @@ def _report(source: str, result: Any) -> None:
     log.info("Loaded %d schedule(s) from %s", len(result.schedules), source)
 
 
+#: Signals this close to the first are the same stop request: a terminal's Ctrl-C reaches
+#: the whole process group, and a supervisor and ``timeout`` may both forward theirs.
+SIGNAL_BURST_SECONDS = 1.0
+
+
 class _StopRequest:
     """Set by Ctrl-C or SIGTERM.
 
-    A plain flag, not a ``threading.Event``: a signal handler runs between the main
+    Plain attributes, not a ``threading.Event``: a signal handler runs between the main
     thread's bytecodes, and ``Event.set`` takes a lock that the main thread (or the
     previous handler, when two signals come together) may hold. Seen once: ``timeout``
     and ``pkill`` each sent SIGINT, the second handler waited forever on that lock, and
@@ -108,16 +113,20 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.first_at = 0.0
 
 
 def _stop_on_signals() -> _StopRequest:
-    """Ctrl-C and SIGTERM request a stop; a second one stops at once."""
+    """Ctrl-C and SIGTERM request a clean stop; another one later than the first
+    burst stops at once (``KeyboardInterrupt``), for an operator who will not wait."""
     stop = _StopRequest()
 
     def handle(signum: int, _frame: Any) -> None:
-        if stop.requested:
+        now = time.monotonic()
+        if not stop.requested:
+            stop.requested, stop.first_at = True, now
+        elif now - stop.first_at > SIGNAL_BURST_SECONDS:
             raise KeyboardInterrupt
-        stop.requested = True
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
