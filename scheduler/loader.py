@@ -13,8 +13,12 @@ import importlib
 import importlib.util
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +34,14 @@ log = logging.getLogger(__name__)
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: An import error is reported in one line of at most this many characters.
 MAX_ERROR_CHARS = 500
+#: Seconds a dags file may take to import (Airflow's ``dagbag_import_timeout``): a file
+#: that blocks at import (a query, a lock, an endless loop) is reported and skipped
+#: instead of holding up ``gnomon up`` and every other file.
+IMPORT_TIMEOUT = float(os.environ.get("GNOMON_DAG_IMPORT_TIMEOUT", "30"))
+
+
+class DagImportTimeout(Exception):
+    """A dags file took longer than ``IMPORT_TIMEOUT`` to import."""
 
 
 @dataclass
@@ -62,7 +74,7 @@ def load_dags(directory: str | Path, registry: Registry = REGISTRY) -> LoadResul
         shown = _printable(str(path))
         collected = Registry()
         try:
-            with collected.collecting():
+            with collected.collecting(), _deadline(IMPORT_TIMEOUT):
                 module = _import_file(path)
             registry.merge(collected)
         except KeyboardInterrupt:
@@ -86,6 +98,30 @@ def load_examples(registry: Registry = REGISTRY) -> LoadResult:
             f"The bundled examples are not installed (looked in {EXAMPLES_DIR})"
         )
     return load_dags(EXAMPLES_DIR, registry)
+
+
+@contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the block with ``DagImportTimeout`` after ``seconds``.
+
+    SIGALRM, as Airflow does: a thread cannot be stopped from outside, and an import
+    must run in this process to register its schedules here. Signals reach only the
+    main thread, so elsewhere (a test's worker thread) the block runs unbounded.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(_signum: int, _frame: Any) -> None:
+        raise DagImportTimeout(f"import took longer than {seconds:g} s (GNOMON_DAG_IMPORT_TIMEOUT)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _import_file(path: Path) -> ModuleType:

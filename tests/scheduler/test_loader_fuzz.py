@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from executor.status import WorkflowStatus
 from executor.store import SqlStore
+from scheduler import loader
 from scheduler.errors import DagFactoryError, InvalidTargetError
 from scheduler.loader import MAX_ERROR_CHARS, load_dags
 from scheduler.registry import Registry
@@ -281,6 +283,35 @@ def test_ctrl_c_while_loading_stops_the_loader(tmp_path, clean_imports):
         load_dags(tmp_path, Registry())
 
 
+#: Dags files that never finish importing, each blocked in its own way.
+HANGS = {
+    "sleeps.py": "import time\nwhile True:\n    time.sleep(0.05)\n",
+    "spins.py": "while True:\n    pass\n",
+    "waits.py": "import threading\nthreading.Event().wait()\n",
+}
+
+
+def test_a_file_that_hangs_at_import_is_reported_and_the_others_load(
+    tmp_path, clean_imports, name, monkeypatch
+):
+    monkeypatch.setattr(loader, "IMPORT_TIMEOUT", 1.0)
+    for filename, text in HANGS.items():
+        _write(tmp_path, filename, text)
+    _write(tmp_path, "zz_good.py", _register(name=f"'{name}'", interval="60"))
+    registry = Registry()
+
+    result = load_dags(tmp_path, registry)
+
+    assert registry.names() == [name]
+    errors = {Path(path).name: message for path, message in result.errors.items()}
+    assert set(errors) == set(HANGS)
+    for filename, message in errors.items():
+        assert message.startswith("DagImportTimeout: import took longer than 1 s"), message
+        assert f"(at {filename}, line" in message
+    # ... and the timer is off again: nothing interrupts the process later
+    time.sleep(1.5)
+
+
 def test_a_huge_good_file_loads(tmp_path, clean_imports, name):
     _write(tmp_path, "huge.py", "x = 1\n" * 300_000 + _register(name=f"'{name}'", interval="60"))
     registry = Registry()
@@ -347,10 +378,12 @@ def test_gnomon_up_reports_each_broken_file_in_one_line_and_keeps_running(tmp_pa
     _write(dags, f"{stem}.py", _good(name, stem, bad_factories=False))
     for filename, (text, _) in BROKEN.items():
         _write(dags, filename, text)
+    _write(dags, "hangs.py", HANGS["sleeps.py"])
     database_url = f"sqlite:///{tmp_path / 'gnomon.db'}"
     args = ["--dags", str(dags), "--database-url", database_url, "--storage"]
     args += [str(tmp_path / "blobs"), "--port", str(free_port()), "--ray-address", "local"]
-    up = GnomonUp(args, tmp_path / "up.log", {"GNOMON_HOME": str(tmp_path / "home")})
+    env = {"GNOMON_HOME": str(tmp_path / "home"), "GNOMON_DAG_IMPORT_TIMEOUT": "3"}
+    up = GnomonUp(args, tmp_path / "up.log", env)
     store = SqlStore.create(database_url)
     try:
         # When it starts
@@ -361,6 +394,8 @@ def test_gnomon_up_reports_each_broken_file_in_one_line_and_keeps_running(tmp_pa
         for filename, (_, message) in BROKEN.items():
             mine = [line for line in lines if f"/{filename} did not load: " in line]
             assert len(mine) == 1 and message in mine[0], (filename, mine)
+        hung = [line for line in lines if "/hangs.py did not load: DagImportTimeout" in line]
+        assert len(hung) == 1, lines
         assert "Traceback" not in up.text()
         # ... and the good schedule fires, and the process stops cleanly when asked
         eventually(
