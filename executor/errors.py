@@ -80,6 +80,16 @@ class InvalidInputError(WorkflowError, ValueError):
     """The caller passed something Gnomon cannot accept (not a DAG, a bad filter, bad JSON)."""
 
 
+class NoFreeSlotError(WorkflowError):
+    """Creating the run would exceed its name's limit of active runs."""
+
+    def __init__(self, workflow_id: str, name: str, limit: int) -> None:
+        super().__init__(
+            f"Workflow {workflow_id!r} not created: {name!r} already has {limit} active run(s)"
+        )
+        self.workflow_id, self.name, self.limit = workflow_id, name, limit
+
+
 class DatabaseUnavailableError(WorkflowError):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"Database {url} is unavailable: {reason}")

@@ -38,6 +38,9 @@ class TaskStatus(str, Enum):
 
 #: Statuses in which some process may still be working on the workflow.
 ACTIVE = frozenset({WorkflowStatus.RUNNING, WorkflowStatus.PENDING})
+#: Statuses that take one of a schedule's ``max_active_runs`` slots: the active ones, and
+#: RESUMABLE, unfinished work that recovery is about to pick up again.
+HOLDS_SLOT = ACTIVE | {WorkflowStatus.RESUMABLE}
 #: Statuses a workflow can be resumed from.
 RESUMABLE_FROM = frozenset(
     {WorkflowStatus.FAILED, WorkflowStatus.RESUMABLE, WorkflowStatus.CANCELED}

@@ -162,11 +162,14 @@ def submit(
     name: str | None = None,
     trigger: str = "manual",
     if_exists: str = "resume",
+    max_active: int | None = None,
 ) -> ray.ObjectRef | None:
     """``run_async`` with the scheduler's extras: a workflow name and a trigger label.
 
     ``if_exists="ignore"`` makes submitting an existing id a no-op that returns None
     (a schedule's tick firing twice); the default returns its output or resumes it.
+    ``max_active`` raises ``NoFreeSlotError`` rather than exceed that many active runs
+    of ``name`` (a schedule's ``max_active_runs``).
     """
     config, store = _ensure()
     graph = build_graph(dag, args, kwargs or {})
@@ -190,6 +193,7 @@ def submit(
         metadata,
         trigger=trigger,
         owner=owner,
+        max_active=max_active,
     )
     if created:
         return manager.run.remote(workflow_id, None if blob else data, True, owner)

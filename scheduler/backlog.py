@@ -56,7 +56,7 @@ class Backlog:
         if keep:
             self._names.add(schedule.name)
         if launch:
-            self._pool.submit(self._launcher.launch_ticks, schedule, launch)
+            self._pool.submit(self._launch, schedule, launch)
 
     def _take_slots(
         self, schedule: Schedule, due: list[datetime]
@@ -104,4 +104,30 @@ class Backlog:
             )
         if not keep:
             self._names.discard(name)
-        self._pool.submit(self._launcher.launch_ticks, schedule, launch)
+        self._pool.submit(self._launch, schedule, launch)
+
+    def _launch(self, schedule: Schedule, ticks: list[datetime]) -> None:
+        waiting = self._launcher.launch_ticks(schedule, ticks)
+        if waiting:
+            try:
+                self._requeue(schedule, waiting)
+            except Exception:
+                log.exception("Could not queue %s again for %s", waiting, schedule.name)
+
+    def _requeue(self, schedule: Schedule, ticks: list[datetime]) -> None:
+        """Put ticks that found no free slot back in the schedule's backlog."""
+        identifier = jobs.job_id(jobs.SCHEDULE, schedule.name)
+        with self._scheduler._jobstores_lock:  # type: ignore[attr-defined]
+            job = self._scheduler.get_job(identifier, "default")
+            if job is None:  # the schedule was removed meanwhile
+                return
+            pending = {parse_logical_date(t) for t in job.kwargs.get("backlog", [])}
+            keep = sorted(pending | set(ticks))
+            if not schedule.catchup:
+                keep = keep[-1:]
+            self._scheduler.modify_job(
+                identifier,
+                "default",
+                kwargs={**job.kwargs, "backlog": [format_logical_date(t) for t in keep]},
+            )
+        self._names.add(schedule.name)

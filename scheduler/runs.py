@@ -22,8 +22,13 @@ import ray
 import sqlalchemy as sa
 
 from executor import workflow
-from executor.errors import CheckpointError, InvalidInputError, WorkflowNotFoundError
-from executor.status import WorkflowStatus
+from executor.errors import (
+    CheckpointError,
+    InvalidInputError,
+    NoFreeSlotError,
+    WorkflowNotFoundError,
+)
+from executor.status import HOLDS_SLOT
 from executor.store import SqlStore
 from scheduler.errors import DagFactoryError, RunExistsError
 from scheduler.loader import one_line
@@ -31,9 +36,6 @@ from scheduler.registry import Run, Schedule, format_logical_date, run_id
 
 log = logging.getLogger(__name__)
 
-#: Statuses that take one of a schedule's ``max_active_runs`` slots. A RESUMABLE run is
-#: unfinished work that recovery is about to pick up again.
-SLOT_STATUSES = (WorkflowStatus.RUNNING, WorkflowStatus.PENDING, WorkflowStatus.RESUMABLE)
 #: How stale the active-run counts may be before they are read again.
 ACTIVE_SNAPSHOT_SECONDS = 0.5
 
@@ -72,7 +74,7 @@ class ActiveRuns:
             now = time.monotonic()
             if now - self._taken_at > ACTIVE_SNAPSHOT_SECONDS:
                 snapshot: dict[str, set[str]] = defaultdict(set)
-                for record in self._store.list_workflows(statuses=list(SLOT_STATUSES)):
+                for record in self._store.list_workflows(statuses=list(HOLDS_SLOT)):
                     snapshot[record.name].add(record.workflow_id)
                 self._snapshot, self._taken_at = snapshot, now
                 for recent in self._recent.values():
@@ -165,6 +167,9 @@ class RunLauncher:
         return run.workflow_id, ref
 
     def _submit(self, schedule: Schedule, run: Run, dag: Any) -> ray.ObjectRef | None:
+        # A tick's slot is checked again in the insert: this process's count of active
+        # runs cannot see what another replica started a moment ago.
+        limited = run.trigger == "schedule" and schedule.trigger.kind != "date"
         try:
             return workflow.submit(
                 dag,
@@ -175,6 +180,7 @@ class RunLauncher:
                 name=schedule.name,
                 trigger=run.trigger,
                 if_exists="ignore",
+                max_active=schedule.max_active_runs if limited else None,
             )
         except sa.exc.IntegrityError:
             # Another replica inserted the same id between our check and our insert.
@@ -185,20 +191,22 @@ class RunLauncher:
             raise RunExistsError(workflow_id)
         log.info("Run %s exists already; duplicate tick skipped", workflow_id)
 
-    def launch_ticks(self, schedule: Schedule, logical_dates: list[datetime]) -> list[str]:
-        """Start ticks oldest first; errors are logged, they do not stop the later ticks."""
-        started = []
+    def launch_ticks(self, schedule: Schedule, logical_dates: list[datetime]) -> list[datetime]:
+        """Start ticks oldest first; returns those that found every slot taken (by runs
+        this process had not seen yet), to queue again. Errors are logged; they do not
+        stop the later ticks."""
+        waiting = []
         for logical_date in logical_dates:
-            workflow_id = None
             try:
-                workflow_id = self.launch(schedule, logical_date)
+                self.launch(schedule, logical_date)
+            except NoFreeSlotError:
+                log.info("Tick %s of %s waits for a free slot", logical_date, schedule.name)
+                waiting.append(logical_date)
             except Exception:
                 log.exception("Could not start %s at %s", schedule.name, logical_date)
             finally:
                 self.active.started(schedule.name, run_id(schedule.name, logical_date))
-            if workflow_id:
-                started.append(workflow_id)
-        return started
+        return waiting
 
     # -------------------------------------------------------------- outcomes
 

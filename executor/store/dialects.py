@@ -148,6 +148,12 @@ class PostgresStore(SqlStore):
             conn.exec_driver_sql(_FINISH_TASK, params)
         return True
 
+    def _lock_name(self, conn: Connection, name: str) -> None:
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"gnomon-slots:{name}"},
+        )
+
     def _is_transient(self, error: sa.exc.DBAPIError) -> bool:
         message = str(error.orig).lower()
         return super()._is_transient(error) or any(

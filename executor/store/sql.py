@@ -12,8 +12,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from executor.errors import DatabaseUnavailableError, InvalidInputError, WorkflowNotFoundError
-from executor.status import WorkflowStatus
+from executor.errors import (
+    DatabaseUnavailableError,
+    InvalidInputError,
+    NoFreeSlotError,
+    WorkflowNotFoundError,
+)
+from executor.status import HOLDS_SLOT, WorkflowStatus
 from executor.store.mailbox import MailboxStore
 from executor.store.records import (
     NewTask,
@@ -166,11 +171,16 @@ class SqlStore(TaskStore, MailboxStore):
         trigger: str = "manual",
         owner: str | None = None,
         ttl: float = LEASE_TTL,
+        max_active: int | None = None,
     ) -> bool:
         """Insert a workflow and its tasks; False if the id already exists.
 
         With ``owner`` the workflow is created RUNNING under that owner's lease, which
         saves the owner a separate ``acquire``; otherwise it is PENDING with no owner.
+        With ``max_active``, raises ``NoFreeSlotError`` instead if that many workflows of
+        this name already hold a slot (``HOLDS_SLOT``): decided in the insert's own
+        transaction, so scheduler replicas with stale views of each other cannot both
+        take the last slot.
         """
         now = time.time()
         row = {
@@ -187,21 +197,52 @@ class SqlStore(TaskStore, MailboxStore):
             "output_task_id": output_task_id,
             "created_at": now,
         }
-        return self._retrying(lambda: self._insert_workflow(row, new_tasks))
+        if max_active is None:
+            return self._retrying(lambda: self._insert_workflow(row, new_tasks))
+        return self._retrying(lambda: self._insert_within(row, new_tasks, max_active))
 
     def _insert_workflow(self, row: dict[str, Any], new_tasks: Sequence[NewTask]) -> bool:
         """The workflow's row and, if it is new, its tasks; False if the id exists."""
         with self._write() as conn:
-            # ON CONFLICT, not a look first: one round trip fewer on every submit.
-            inserted = conn.execute(
-                self._insert_ignoring_duplicates(workflows)
-                .values(**row)
-                .returning(workflows.c.workflow_id)
-            ).first()
-            if inserted is None:
+            return self._insert_workflow_in(conn, row, new_tasks)
+
+    def _insert_workflow_in(
+        self, conn: Connection, row: dict[str, Any], new_tasks: Sequence[NewTask]
+    ) -> bool:
+        # ON CONFLICT, not a look first: one round trip fewer on every submit.
+        inserted = conn.execute(
+            self._insert_ignoring_duplicates(workflows)
+            .values(**row)
+            .returning(workflows.c.workflow_id)
+        ).first()
+        if inserted is None:
+            return False
+        self._insert_tasks(conn, row["workflow_id"], new_tasks, first_seq=0)
+        return True
+
+    def _insert_within(
+        self, row: dict[str, Any], new_tasks: Sequence[NewTask], max_active: int
+    ) -> bool:
+        with self._write() as conn:
+            self._lock_name(conn, row["name"])
+            # Insert, then count: a duplicate id is then a duplicate (False), not "full".
+            if not self._insert_workflow_in(conn, row, new_tasks):
                 return False
-            self._insert_tasks(conn, row["workflow_id"], new_tasks, first_seq=0)
+            holding = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(workflows)
+                .where(
+                    workflows.c.name == row["name"],
+                    workflows.c.status.in_([s.value for s in HOLDS_SLOT]),
+                )
+            ).scalar_one()
+            if holding > max_active:  # this one included; raising rolls the insert back
+                raise NoFreeSlotError(row["workflow_id"], row["name"], max_active)
             return True
+
+    def _lock_name(self, conn: Connection, name: str) -> None:
+        """Serialize slot-limited inserts of one name until the transaction ends. SQLite
+        needs nothing: its write transactions already run one at a time."""
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord:
         with self._read() as conn:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from executor.checkpoint import dumps, loads
+from executor.errors import NoFreeSlotError
 from executor.status import TaskStatus, WorkflowStatus
 from executor.store import Checkpoint, NewTask, SqlStore, owner_id
 
@@ -50,6 +51,45 @@ def test_create_workflow_once(store, workflow_id):
     assert record.user_metadata == {"k": "v"}
     assert [t.task_id for t in store.load_tasks(workflow_id)] == ["t"]
     assert store.load_graph(workflow_id) == (b"graph", None)
+
+
+def test_max_active_holds_across_racing_creators(store, workflow_id):
+    """Creators racing for two slots of one name (scheduler replicas, each with a stale
+    count of the other's runs): exactly two runs are created, the rest are refused."""
+    name, contenders, owner = workflow_id, 8, owner_id("slots")
+    barrier = threading.Barrier(contenders)
+    results: dict[str, object] = {}
+
+    def create(run: str) -> bool:
+        new = [NewTask(task_id="t", name="mod.t", upstream=[], user_metadata={})]
+        return store.create_workflow(run, name, b"g", None, "t", new, {}, owner=owner, max_active=2)
+
+    def contend(i: int) -> None:
+        run = f"{workflow_id}@{i}"
+        barrier.wait(timeout=10)
+        try:
+            results[run] = create(run)
+        except NoFreeSlotError as refused:
+            results[run] = refused
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    created = sorted(run for run, result in results.items() if result is True)
+    refused = [r for r in results.values() if isinstance(r, NoFreeSlotError)]
+    assert len(created) == 2 and len(refused) == contenders - 2, results
+    assert "already has 2 active run(s)" in str(refused[0])
+    assert sorted(r.workflow_id for r in store.list_workflows(name=name)) == created
+    # A duplicate of a created run is a duplicate, not "full"
+    assert create(created[0]) is False
+    # ... and a finished run frees its slot
+    store.finish(created[0], owner, WorkflowStatus.SUCCESSFUL)
+    assert create(f"{workflow_id}@late") is True
+    with pytest.raises(NoFreeSlotError):
+        create(f"{workflow_id}@later")
 
 
 def test_acquire_respects_a_live_lease(store, workflow_id):

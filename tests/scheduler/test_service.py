@@ -3,6 +3,7 @@ manual triggers, pause, duplicate ticks, factory errors and restarts."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -142,7 +143,7 @@ def test_registered_paused_starts_paused(services, registry, name, marks):
 
 
 def test_a_duplicate_tick_is_a_no_op(workflow, services, registry, name, marks, store):
-    registry.register(stamping(marks), name=name)
+    registry.register(stamping(marks), name=name, max_active_runs=2)
     service = services(registry)
     schedule = registry.get(name)
     tick = datetime(2026, 1, 1, 3, tzinfo=UTC)
@@ -168,6 +169,47 @@ def test_a_duplicate_tick_is_a_no_op(workflow, services, registry, name, marks, 
         assert workflow.wait_for_completion(run_id(name, moment), timeout=30) == OK
         assert count(marks, format_logical_date(moment)) == 1
     assert len(store.list_workflows(name=name)) == 2
+
+
+@ray.remote
+def held(logical: str, marks: str, go: str) -> str:
+    mark(marks, logical)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return logical
+
+
+def test_a_replica_that_has_not_seen_the_other_s_run_queues_its_tick(
+    workflow, services, name, marks, store, tmp_path
+):
+    # Given two replicas of one schedule allowed one active run, the first running a tick
+    go = tmp_path / "go"
+
+    def factory(run):
+        return held.bind(format_logical_date(run.logical_date), str(marks), str(go))
+
+    registries = [Registry(), Registry()]
+    for registry in registries:
+        registry.register(factory, name=name, interval=3600, catchup=True, max_active_runs=1)
+    first, second = services(registries[0]), services(registries[1])
+    one, two = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 1, 1, tzinfo=UTC)
+    assert first.launcher.launch(registries[0].get(name), one) == run_id(name, one)
+
+    # When the second, whose count of active runs predates that run, starts the next tick
+    second.backlog._launch(registries[1].get(name), [two])
+
+    # Then the database refuses it and the tick waits in the schedule's backlog
+    assert [r.workflow_id for r in store.list_workflows(name=name)] == [run_id(name, one)]
+    job = second.scheduler.get_job(jobs.job_id(jobs.SCHEDULE, name), "default")
+    assert job.kwargs["backlog"] == [format_logical_date(two)]
+    # ... until the slot frees up, and then it runs, once, after the first
+    go.touch()
+    eventually(lambda: finished(store, name, 2), timeout=60, what="both ticks")
+    runs = sorted(store.list_workflows(name=name), key=lambda r: r.created_at)
+    assert [r.workflow_id for r in runs] == [run_id(name, one), run_id(name, two)]
+    assert runs[1].created_at >= runs[0].ended_at
+    assert count(marks, format_logical_date(two)) == 1
 
 
 def test_a_factory_error_is_a_failed_run(workflow, services, registry, name, store):
