@@ -13,9 +13,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from executor.store import TaskRecord, WorkflowRecord
+from executor.store.records import workflow_detail_json, workflow_json
 from web import actions
-from web.display import iso
 from web.errors import BadRequest
 from web.listing import RunQuery
 from web.services import store
@@ -24,30 +23,6 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 #: The hand-kept OpenAPI description of this blueprint (shipped in the wheel).
 OPENAPI_FILE = Path(__file__).resolve().parent / "openapi.yaml"
-
-
-def workflow_summary(record: WorkflowRecord) -> dict[str, Any]:
-    return {
-        "id": record.workflow_id,
-        "name": record.name,
-        "status": record.status.value,
-        "created_at": iso(record.created_at),
-        "started_at": iso(record.started_at),
-        "ended_at": iso(record.ended_at),
-    }
-
-
-def task_summary(task: TaskRecord) -> dict[str, Any]:
-    return {
-        "task_id": task.task_id,
-        "name": task.name,
-        "status": task.status.value,
-        "attempts": task.attempts,
-        "started_at": iso(task.started_at),
-        "ended_at": iso(task.ended_at),
-        "output_preview": task.output_preview,
-        "error": task.error,
-    }
 
 
 def _accepted() -> Response:
@@ -74,22 +49,13 @@ def list_workflows() -> Response:
         raise BadRequest("Unknown parameter 'q'; use status, name, limit and cursor")
     query = RunQuery.from_args(request.args)
     records, next_cursor = query.fetch(store())
-    return jsonify(workflows=[workflow_summary(r) for r in records], next=next_cursor)
+    return jsonify(workflows=[workflow_json(r) for r in records], next=next_cursor)
 
 
 @bp.get("/workflows/<path:workflow_id>")
 def get_workflow(workflow_id: str) -> Response:
     record = store().get_workflow(workflow_id)
-    tasks = store().load_tasks(workflow_id)
-    return jsonify(
-        id=record.workflow_id,
-        name=record.name,
-        status=record.status.value,
-        metadata=record.user_metadata,
-        output_preview=record.output_preview,
-        error=record.error,
-        tasks=[task_summary(task) for task in tasks],
-    )
+    return jsonify(workflow_detail_json(record, store().load_tasks(workflow_id)))
 
 
 @bp.post("/workflows/<path:workflow_id>/resume")
@@ -120,17 +86,7 @@ def send_event(workflow_id: str, event_key: str) -> tuple[Response, int]:
 
 @bp.get("/schedules")
 def list_schedules() -> Response:
-    return jsonify([_schedule(info) for info in actions.schedules()])
-
-
-def _schedule(info: Any) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "trigger": info.trigger,
-        "next_run_at": iso(info.next_run_at),
-        "paused": info.paused,
-        "last_run": info.last_run,
-    }
+    return jsonify([info.as_dict() for info in actions.schedules()])
 
 
 @bp.post("/schedules/<name>/trigger")
@@ -148,9 +104,9 @@ def trigger(name: str) -> tuple[Response, int]:
 
 @bp.post("/schedules/<name>/pause")
 def pause(name: str) -> Response:
-    return jsonify(_schedule(actions.pause(name)))
+    return jsonify(actions.pause(name).as_dict())
 
 
 @bp.post("/schedules/<name>/unpause")
 def unpause(name: str) -> Response:
-    return jsonify(_schedule(actions.unpause(name)))
+    return jsonify(actions.unpause(name).as_dict())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from executor.status import TaskStatus, WorkflowStatus
@@ -79,3 +81,58 @@ class Checkpoint:
 
 def dump_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
+
+
+# ------------------------------------------------------------------ JSON shapes
+# One shape per record for every program that reads them: the REST API and ``gnomon
+# ... --json`` print the same objects.
+
+
+def iso(timestamp: float | datetime | None) -> str | None:
+    """ISO-8601 in UTC with a ``Z``, as ``scheduler.registry.format_logical_date`` writes
+    logical dates (microseconds only when there are some); ``isoformat`` is the fast way
+    there, which counts for a 2,000-task run's JSON."""
+    if timestamp is None:
+        return None
+    if isinstance(timestamp, datetime):
+        moment = timestamp.astimezone(timezone.utc)
+    else:
+        moment = datetime.fromtimestamp(timestamp, timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def workflow_json(record: WorkflowRecord) -> dict[str, Any]:
+    """A run in a list."""
+    return {
+        "id": record.workflow_id,
+        "name": record.name,
+        "status": record.status.value,
+        "trigger": record.trigger,
+        "created_at": iso(record.created_at),
+        "started_at": iso(record.started_at),
+        "ended_at": iso(record.ended_at),
+    }
+
+
+def workflow_detail_json(record: WorkflowRecord, tasks: Sequence[TaskRecord]) -> dict[str, Any]:
+    """One run with its tasks."""
+    return {
+        **workflow_json(record),
+        "metadata": record.user_metadata,
+        "output_preview": record.output_preview,
+        "error": record.error,
+        "tasks": [task_json(task) for task in tasks],
+    }
+
+
+def task_json(task: TaskRecord) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "name": task.name,
+        "status": task.status.value,
+        "attempts": task.attempts,
+        "started_at": iso(task.started_at),
+        "ended_at": iso(task.ended_at),
+        "output_preview": task.output_preview,
+        "error": task.error,
+    }

@@ -57,31 +57,6 @@ def last_line(text: str | None) -> str | None:
     return lines[-1] if lines else None
 
 
-def workflow_dict(record: WorkflowRecord) -> dict[str, Any]:
-    return {
-        "id": record.workflow_id,
-        "name": record.name,
-        "status": record.status.value,
-        "trigger": record.trigger,
-        "created_at": timestamp(record.created_at),
-        "started_at": timestamp(record.started_at),
-        "ended_at": timestamp(record.ended_at),
-    }
-
-
-def task_dict(task: TaskRecord) -> dict[str, Any]:
-    return {
-        "task_id": task.task_id,
-        "name": task.name,
-        "status": task.status.value,
-        "attempts": task.attempts,
-        "started_at": timestamp(task.started_at),
-        "ended_at": timestamp(task.ended_at),
-        "output_preview": task.output_preview,
-        "error": task.error,
-    }
-
-
 def workflows_table(records: Sequence[WorkflowRecord]) -> str:
     return render_table(
         ["ID", "NAME", "STATUS", "TRIGGER", "CREATED", "DURATION"],

@@ -11,6 +11,7 @@ import click
 
 from executor.status import WorkflowStatus
 from executor.store import WorkflowRecord
+from executor.store.records import workflow_detail_json, workflow_json
 from scheduler.cli.context import EXIT_FAILED, Context, database_options, parse_params
 from scheduler.cli.progress import follow
 from scheduler.cli.tables import (
@@ -18,8 +19,6 @@ from scheduler.cli.tables import (
     format_value,
     last_line,
     status_text,
-    task_dict,
-    workflow_dict,
     workflows_table,
 )
 from scheduler.errors import InvalidTargetError
@@ -147,7 +146,7 @@ def list_(gn: Context, status: str | None, name: str | None, limit: int, as_json
     statuses = [WorkflowStatus(status.upper())] if status else None
     records = gn.store().list_workflows(statuses=statuses, name=name, limit=limit)
     if as_json:
-        echo_json([workflow_dict(record) for record in records])
+        echo_json([workflow_json(record) for record in records])
     elif records:
         click.echo(workflows_table(records))
     else:
@@ -164,15 +163,7 @@ def status(gn: Context, workflow_id: str, as_json: bool) -> None:
     record = store.get_workflow(workflow_id)
     tasks = store.load_tasks(workflow_id)
     if as_json:
-        echo_json(
-            {
-                **workflow_dict(record),
-                "metadata": record.user_metadata,
-                "output_preview": record.output_preview,
-                "error": record.error,
-                "tasks": [task_dict(task) for task in tasks],
-            }
-        )
+        echo_json(workflow_detail_json(record, tasks))
     else:
         click.echo(status_text(record, tasks))
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from executor.status import WorkflowStatus
 from scheduler.cli import cli
 from tests.scheduler.waiting import eventually
+from web import create_app
 
 OK = WorkflowStatus.SUCCESSFUL
 
@@ -158,6 +159,28 @@ def test_list_status_and_output(gnomon, dags_file, workflow_id):
     assert gnomon("output", workflow_id).stdout.strip() == "6"
     doubled = [t["task_id"] for t in status["tasks"] if t["task_id"].endswith("double_2")]
     assert gnomon("output", workflow_id, "--task", doubled[0], "--json").stdout.strip() == "4"
+
+
+def test_json_output_is_the_rest_api_s(gnomon, dags_file, workflow_id, database_url, blob_root):
+    """Scripts read runs from ``gnomon ... --json`` or from the REST API: one shape."""
+    path, name = dags_file
+    assert gnomon("run", f"{path}:summed", "--id", workflow_id).exit_code == 0
+    app = create_app(
+        {
+            "DATABASE_URL": database_url,
+            "STORAGE": str(blob_root),
+            "API_TOKEN": "cli-json-token",
+            "TESTING": True,
+        }
+    )
+    api = app.test_client()
+    api.environ_base["HTTP_AUTHORIZATION"] = "Bearer cli-json-token"
+
+    detail = api.get(f"/api/v1/workflows/{workflow_id}").json
+    assert json.loads(gnomon("status", workflow_id, "--json").stdout) == detail
+    assert detail["trigger"] == "manual" and len(detail["tasks"]) == 4
+    listed = api.get(f"/api/v1/workflows?name={name}").json["workflows"]
+    assert json.loads(gnomon("list", "--name", name, "--json").stdout) == listed
 
 
 def test_reading_commands_error_paths(gnomon, workflow_id):

@@ -17,8 +17,8 @@ from tests.scheduler.waiting import eventually
 from tests.web import flows
 from tests.web.conftest import seed
 
-WORKFLOW_KEYS = ["id", "name", "status", "created_at", "started_at", "ended_at"]
-DETAIL_KEYS = ["id", "name", "status", "metadata", "output_preview", "error", "tasks"]
+WORKFLOW_KEYS = ["id", "name", "status", "trigger", "created_at", "started_at", "ended_at"]
+DETAIL_KEYS = [*WORKFLOW_KEYS, "metadata", "output_preview", "error", "tasks"]
 TASK_KEYS = [
     "task_id",
     "name",
@@ -195,6 +195,7 @@ def test_schedules_list_trigger_pause_unpause(make_app, services, name, workflow
             "trigger": "cron 0 3 * * * (UTC)",
             "next_run_at": listed[0]["next_run_at"],
             "paused": False,
+            "backlog": 0,
             "last_run": None,
         }
     ]

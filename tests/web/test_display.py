@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from executor.store.records import iso
 from scheduler.registry import format_logical_date
-from web.display import iso, schedule_words, seconds_text
+from web.display import schedule_words, seconds_text
 
 
 @pytest.mark.parametrize(
