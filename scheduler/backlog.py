@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Any
 
 from apscheduler.job import Job
 from apscheduler.schedulers.base import BaseScheduler
@@ -49,10 +50,9 @@ class Backlog:
         Runs in the scheduler thread before it saves the job (``DispatchExecutor``), so
         the new queue is saved with the job's next run time.
         """
-        pending = [parse_logical_date(text) for text in job.kwargs.get("backlog", [])]
-        due = sorted(set(pending) | {moment.astimezone(timezone.utc) for moment in run_times})
-        launch, keep = self._take_slots(schedule, due)
-        job.kwargs = {**job.kwargs, "backlog": [format_logical_date(t) for t in keep]}
+        due = set(_queued(job)) | {moment.astimezone(timezone.utc) for moment in run_times}
+        launch, keep = self._take_slots(schedule, sorted(due))
+        job.kwargs = _with_queue(job, keep)
         if keep:
             self._names.add(schedule.name)
         if launch:
@@ -62,8 +62,7 @@ class Backlog:
         self, schedule: Schedule, due: list[datetime]
     ) -> tuple[list[datetime], list[datetime]]:
         """Split due ticks into those to start now and those to keep for later."""
-        if not schedule.catchup:
-            due = due[-1:]
+        due = _worth_keeping(schedule, due)
         if schedule.trigger.kind == "date":
             launch, keep = due, []
         else:
@@ -88,20 +87,16 @@ class Backlog:
         # over this one (it holds the same lock from reading a due job to saving it).
         with self._scheduler._jobstores_lock:  # type: ignore[attr-defined]
             job = self._scheduler.get_job(identifier, "default")
-            backlog = job.kwargs.get("backlog", []) if job is not None else []
+            backlog = _queued(job) if job is not None else []
             if schedule is None or job is None or not backlog:
                 self._names.discard(name)
                 return
             if job.kwargs.get("paused"):
                 return
-            launch, keep = self._take_slots(schedule, [parse_logical_date(t) for t in backlog])
+            launch, keep = self._take_slots(schedule, backlog)
             if not launch:
                 return
-            self._scheduler.modify_job(
-                identifier,
-                "default",
-                kwargs={**job.kwargs, "backlog": [format_logical_date(t) for t in keep]},
-            )
+            self._scheduler.modify_job(identifier, "default", kwargs=_with_queue(job, keep))
         if not keep:
             self._names.discard(name)
         self._pool.submit(self._launch, schedule, launch)
@@ -121,13 +116,20 @@ class Backlog:
             job = self._scheduler.get_job(identifier, "default")
             if job is None:  # the schedule was removed meanwhile
                 return
-            pending = {parse_logical_date(t) for t in job.kwargs.get("backlog", [])}
-            keep = sorted(pending | set(ticks))
-            if not schedule.catchup:
-                keep = keep[-1:]
-            self._scheduler.modify_job(
-                identifier,
-                "default",
-                kwargs={**job.kwargs, "backlog": [format_logical_date(t) for t in keep]},
-            )
+            keep = _worth_keeping(schedule, sorted(set(_queued(job)) | set(ticks)))
+            self._scheduler.modify_job(identifier, "default", kwargs=_with_queue(job, keep))
         self._names.add(schedule.name)
+
+
+def _queued(job: Job) -> list[datetime]:
+    return [parse_logical_date(text) for text in job.kwargs.get("backlog", [])]
+
+
+def _with_queue(job: Job, ticks: list[datetime]) -> dict[str, Any]:
+    """The job's kwargs with ``ticks`` as its queue."""
+    return {**job.kwargs, "backlog": [format_logical_date(t) for t in ticks]}
+
+
+def _worth_keeping(schedule: Schedule, ticks: list[datetime]) -> list[datetime]:
+    """Oldest-first ticks as ``catchup`` says: all of them, or only the latest."""
+    return ticks if schedule.catchup else ticks[-1:]
