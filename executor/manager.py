@@ -342,21 +342,40 @@ class WorkflowManager:
             self._heartbeat = asyncio.create_task(self._beat())
 
     async def _beat(self) -> None:
-        store, _ = handles(self.config)
         while True:
             await asyncio.sleep(max(LEASE_TTL / 3, 0.2))
-            owned = list(self.executions)
-            if not owned:
-                continue
             try:
-                await asyncio.to_thread(store.renew, self.owner, owned)
-                current = await asyncio.to_thread(store.owners, owned)
-                for workflow_id, (status, owner) in current.items():
-                    if status == WorkflowStatus.CANCELED.value or owner != self.owner:
-                        if workflow_id in self.executions:
-                            await self.cancel(workflow_id)
+                await self.check_leases()
             except Exception:  # the database may be restarting; the next beat retries
                 log.exception("lease heartbeat failed")
+
+    async def check_leases(self) -> None:
+        """Renew the leases of the workflows running here, and stop those that were
+        canceled or taken over meanwhile."""
+        owned = list(self.executions)
+        if not owned:
+            return
+        store, _ = handles(self.config)
+        await asyncio.to_thread(store.renew, self.owner, owned)
+        current = await asyncio.to_thread(store.owners, owned)
+        for workflow_id, (status, owner) in current.items():
+            if _lost(WorkflowStatus(status), owner, self.owner) and workflow_id in self.executions:
+                await self.cancel(workflow_id)
+
+
+def _lost(status: WorkflowStatus, owner: str | None, me: str) -> bool:
+    """Whether a workflow this manager executes is no longer its to run.
+
+    A finished row is left alone: usually it is this manager's own outcome, written (and
+    the lease released) a moment before the execution returns, and stopping it then
+    would report a workflow that succeeded as canceled. Seen under load as a
+    TaskCancelledError from ``run``.
+    """
+    if status == WorkflowStatus.CANCELED:
+        return True
+    if status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.FAILED):
+        return False
+    return owner != me
 
 
 #: Seconds between a cancel's two passes over a workflow's tasks.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
 
 import pytest
 import ray
+
+from executor.status import WorkflowStatus
 
 
 def _mark(marks: str, name: str) -> None:
@@ -333,3 +336,44 @@ def test_a_workflow_that_cannot_start_fails_clearly(workflow, workflow_id):
     with pytest.raises(workflow.WorkflowExecutionError, match="cannot be loaded here"):
         workflow.run(takes.bind(Unloadable()), workflow_id=workflow_id)
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.FAILED
+
+
+# ---------------------------------------------------------------- lease checks
+
+
+def _take_over(store, workflow_id: str) -> None:
+    assert store.acquire(workflow_id, "another-manager")
+
+
+@pytest.mark.parametrize(
+    "change, stopped",
+    [
+        # The manager's own outcome write releases the lease a moment before the execution
+        # returns; a heartbeat reading the row then must not cancel it.
+        (lambda store, wid: None, False),
+        (lambda store, wid: store.finish(wid, None, WorkflowStatus.FAILED, None, "x"), False),
+        (lambda store, wid: store.finish(wid, None, WorkflowStatus.CANCELED), True),
+        (_take_over, True),
+    ],
+    ids=["successful", "failed", "canceled", "taken-over"],
+)
+def test_the_lease_check_stops_only_workflows_that_are_no_longer_its(
+    workflow, store, workflow_id, change, stopped
+):
+    from executor.manager import WorkflowManager
+
+    workflow.run(ok.bind(), workflow_id=workflow_id)
+    change(store, workflow_id)
+
+    async def check() -> bool:
+        manager = WorkflowManager(workflow._config)
+        finishing = asyncio.get_running_loop().create_future()
+        execution = asyncio.ensure_future(finishing)
+        manager.executions[workflow_id] = execution
+        await manager.check_leases()
+        if not execution.done():
+            finishing.set_result("ok")
+            await execution
+        return execution.cancelled()
+
+    assert asyncio.run(check()) is stopped
