@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 
 from executor.status import TaskStatus
+from executor.store.direct import DirectStatements
 from executor.store.records import Checkpoint, NewTask, dump_json
 from executor.store.sql import SqlStore
 
@@ -65,6 +66,12 @@ class SqliteStore(SqlStore):
         return insert(table)
 
 
+#: Seconds to wait for a connection: a host that drops packets (not one that refuses)
+#: would otherwise hang each connect for the kernel's TCP timeout, minutes, before a
+#: retry or a clear 503.
+_CONNECT_TIMEOUT = 5
+
+
 class PostgresStore(SqlStore):
     """PostgreSQL: the cluster database, a network round trip away.
 
@@ -73,24 +80,23 @@ class PostgresStore(SqlStore):
       (``_retrying``), and a database restart invalidates the whole pool at the first one.
     - Reads are not retried, so they keep the ping; they run in autocommit, because under
       READ COMMITTED a transaction adds BEGIN and ROLLBACK and no consistency.
-    - Creating a workflow with its tasks, and a task's usual finish (a checkpoint, no
-      log, no continuation), are one statement each.
+    - Creating a workflow with its tasks, a task's usual finish (a checkpoint, no log,
+      no continuation) and a batch of outcomes are one statement each, sent on a
+      connection of the thread's own (``DirectStatements``).
     """
 
     def __init__(self, url: str, engine: sa.Engine, checked: sa.Engine) -> None:
         super().__init__(url, engine)
         self.checked_engine = checked
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._direct = DirectStatements(engine, _CONNECT_TIMEOUT)
         self._reader = checked.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     def open(cls, url: str) -> PostgresStore:
-        # A host that drops packets (not one that refuses) would otherwise hang each
-        # connect for the kernel's TCP timeout, minutes, before a retry or a clear 503.
         options: dict[str, Any] = {
             "pool_size": 5,
             "max_overflow": 10,
-            "connect_args": {"connect_timeout": 5},
+            "connect_args": {"connect_timeout": _CONNECT_TIMEOUT},
         }
         engine = sa.create_engine(url, **options)
         checked = sa.create_engine(url, pool_pre_ping=True, **options)
@@ -99,6 +105,7 @@ class PostgresStore(SqlStore):
     def dispose(self) -> None:
         super().dispose()
         self.checked_engine.dispose()
+        self._direct.close()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -122,8 +129,7 @@ class PostgresStore(SqlStore):
             for seq, t in enumerate(new_tasks)
         ]
         params = {**row, "tasks": dump_json(rows)}
-        with self._autocommit.connect() as conn:
-            return conn.exec_driver_sql(_CREATE_WORKFLOW, params).first() is not None
+        return bool(self._direct.execute(_CREATE_WORKFLOW, params))
 
     def _finish_value_at_once(
         self,
@@ -149,9 +155,13 @@ class PostgresStore(SqlStore):
             "preview": output_preview,
             "completes": list(completes),
         }
-        with self._autocommit.connect() as conn:
-            conn.exec_driver_sql(_FINISH_TASK, params)
+        self._direct.execute(_FINISH_TASK, params)
         return True
+
+    def _finish_outcomes(
+        self, owner: str, rows: Sequence[tuple[str, str, str | None, str | None, float]]
+    ) -> None:
+        self._direct.execute(_FINISH_OUTCOMES, {"owner": owner, "outcomes": dump_json(rows)})
 
     def _lock_name(self, conn: Connection, name: str) -> None:
         conn.execute(
@@ -208,6 +218,16 @@ SET status = '{TaskStatus.SUCCESSFUL.value}',
     output_task_id = %(task)s
 WHERE workflow_id = %(workflow)s AND task_id = ANY(%(completes)s::text[])
   AND EXISTS (SELECT 1 FROM checkpoint)
+"""
+
+#: ``SqlStore.finish_many`` in one statement: the outcomes travel as one JSON array of
+#: [workflow id, status, output preview, error, ended at].
+_FINISH_OUTCOMES = """
+UPDATE gnomon_workflows AS w
+SET status = o->>1, output_preview = o->>2, error = o->>3,
+    ended_at = (o->>4)::double precision, owner = NULL, lease_expires_at = NULL
+FROM jsonb_array_elements(%(outcomes)s::jsonb) AS o
+WHERE w.workflow_id = o->>0 AND w.owner = %(owner)s
 """
 
 #: ``SqlStore._insert_workflow`` in one statement: the workflow row, and its tasks only

@@ -406,34 +406,31 @@ class SqlStore(TaskStore, MailboxStore):
     ) -> None:
         """``finish`` for many workflows of one owner, in one transaction: (workflow id,
         status, output preview, error) each. The manager batches its finishes this way."""
+        ended = time.time()
+        rows = [
+            (workflow_id, status.value, output_preview, error, ended)
+            for workflow_id, status, output_preview, error in outcomes
+        ]
+        self._retrying(lambda: self._finish_outcomes(owner, rows))
 
-        def write() -> None:
-            with self._write() as conn:
-                conn.execute(
-                    workflows.update()
-                    .where(workflows.c.workflow_id == sa.bindparam("f_workflow"))
-                    .where(workflows.c.owner == owner)
-                    .values(
-                        status=sa.bindparam("f_status"),
-                        output_preview=sa.bindparam("f_preview"),
-                        error=sa.bindparam("f_error"),
-                        ended_at=sa.bindparam("f_ended"),
-                        owner=None,
-                        lease_expires_at=None,
-                    ),
-                    [
-                        {
-                            "f_workflow": workflow_id,
-                            "f_status": status.value,
-                            "f_preview": output_preview,
-                            "f_error": error,
-                            "f_ended": time.time(),
-                        }
-                        for workflow_id, status, output_preview, error in outcomes
-                    ],
-                )
-
-        self._retrying(write)
+    def _finish_outcomes(
+        self, owner: str, rows: Sequence[tuple[str, str, str | None, str | None, float]]
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                _FINISH_MANY,
+                [
+                    {
+                        "f_owner": owner,
+                        "f_workflow": workflow_id,
+                        "f_status": status,
+                        "f_preview": output_preview,
+                        "f_error": error,
+                        "f_ended": ended,
+                    }
+                    for workflow_id, status, output_preview, error, ended in rows
+                ],
+            )
 
     def set_status(self, workflow_id: str, status: WorkflowStatus) -> None:
         def write() -> None:
@@ -461,6 +458,21 @@ class SqlStore(TaskStore, MailboxStore):
 
         self._retrying(delete)
 
+
+#: ``finish_many``'s statement, built once: it runs for every batch of outcomes.
+_FINISH_MANY = (
+    workflows.update()
+    .where(workflows.c.workflow_id == sa.bindparam("f_workflow"))
+    .where(workflows.c.owner == sa.bindparam("f_owner"))
+    .values(
+        status=sa.bindparam("f_status"),
+        output_preview=sa.bindparam("f_preview"),
+        error=sa.bindparam("f_error"),
+        ended_at=sa.bindparam("f_ended"),
+        owner=None,
+        lease_expires_at=None,
+    )
+)
 
 _WORKFLOW_COLUMNS = [c for c in workflows.c if c.name not in ("graph", "graph_blob")]
 
