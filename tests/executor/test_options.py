@@ -126,6 +126,24 @@ def test_retry_exceptions_retries_an_application_error(workflow, workflow_id, ma
     assert workflow.get_metadata(workflow_id, f"{__name__}.flaky")["attempts"] == 3
 
 
+def test_retry_exceptions_naming_a_class_only_cloudpickle_can_carry(workflow, workflow_id, marks):
+    """A class defined in a function (or a driver's ``__main__``) cannot be pickled by
+    reference; the task's context still reaches the worker, and the retry still matches."""
+
+    class Transient(Exception):
+        pass
+
+    @ray.remote(max_retries=2, retry_exceptions=[Transient])
+    def shaky(marks: str) -> str:
+        attempt = _mark(marks, "shaky")
+        if attempt < 2:
+            raise Transient(f"attempt {attempt} failed")
+        return f"ok on attempt {attempt}"
+
+    assert workflow.run(shaky.bind(str(marks)), workflow_id=workflow_id) == "ok on attempt 2"
+    assert _runs(marks, "shaky") == 2
+
+
 def test_retries_stop_after_max_retries(workflow, workflow_id, marks):
     always = flaky.options(max_retries=1)
     with pytest.raises(workflow.WorkflowExecutionError) as caught:
