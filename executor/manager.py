@@ -29,7 +29,7 @@ from executor.errors import (
 )
 from executor.events import SUSPEND_AFTER, HTTPListener, WorkflowSuspended, mailbox_key
 from executor.graph_runner import GraphRunner
-from executor.runtime import Continued, TaskContext
+from executor.runtime import RAY_TASK_EVENTS, Continued, TaskContext
 from executor.status import WorkflowStatus
 from executor.store import LEASE_TTL, Checkpoint, owner_id
 
@@ -448,7 +448,9 @@ async def _follow(ref: Any) -> Any:
 # Restarted if its process dies (seen once: a Ray reference-counting check failure under
 # rapid submit-then-cancel). The new process has a new owner id, so the old one's
 # workflows read RESUMABLE and are taken over like any dead owner's.
-_RemoteManager = ray.remote(num_cpus=0, max_restarts=-1)(WorkflowManager)
+_RemoteManager = ray.remote(
+    num_cpus=0, max_restarts=-1, enable_task_events=RAY_TASK_EVENTS
+)(WorkflowManager)
 _handles: dict[StoreConfig, Any] = {}
 
 

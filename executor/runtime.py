@@ -14,6 +14,7 @@ blocking a worker, so continuations hold no CPU while they wait.
 from __future__ import annotations
 
 import contextvars
+import os
 import pickle
 import threading
 import time
@@ -315,7 +316,13 @@ def _continue(
     return Continued(runner.submit(graph, completes=(ctx.task_id, *ctx.completes)))
 
 
-_remote_run_task = ray.remote(run_task)
+#: Ray keeps an event stream of every task for its own dashboard, state API and
+#: timeline. Gnomon records each task's state in its database, and the stream cost 8% of
+#: the CPU of a plain three-task chain here (bench/task_events.py), so it is off for
+#: Gnomon's tasks and manager calls unless ``GNOMON_RAY_TASK_EVENTS=1`` (on every node).
+RAY_TASK_EVENTS = os.environ.get("GNOMON_RAY_TASK_EVENTS", "0") not in ("", "0")
+
+_remote_run_task = ray.remote(enable_task_events=RAY_TASK_EVENTS)(run_task)
 _with_options: dict[str, Any] = {}
 
 

@@ -228,3 +228,27 @@ def test_task_stats_bracket_the_run(workflow, workflow_id):
     stats = workflow.get_metadata(workflow_id, f"{__name__}.slow_stamp")["stats"]
     assert before <= stats["start_time"] <= stamped <= stats["end_time"] <= after
     assert stats["end_time"] - stats["start_time"] >= 0.3
+
+
+@ray.remote
+def plain_for_timeline(x: int) -> int:
+    return x
+
+
+@ray.remote
+def durable_for_timeline(x: int) -> int:
+    return x
+
+
+def test_ray_keeps_no_task_events_for_gnomon_tasks_by_default(workflow, workflow_id):
+    """GNOMON_RAY_TASK_EVENTS is off: Ray's timeline shows a plain task, not Gnomon's."""
+    ray.get(plain_for_timeline.remote(1))
+    assert api.run(durable_for_timeline.bind(2), workflow_id=workflow_id) == 2
+    deadline = time.time() + 10
+    while True:  # task events reach the GCS about once a second
+        names = {event.get("name") for event in ray.timeline()}
+        if any(name and name.endswith("plain_for_timeline") for name in names):
+            break
+        assert time.time() < deadline, "the plain task never reached Ray's timeline"
+        time.sleep(0.2)
+    assert not any(name and ("run_task" in name or "Manager" in name) for name in names)
