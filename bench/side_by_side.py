@@ -7,7 +7,10 @@ This machine's speed swings by half within a minute, which hides a 5% change bet
 runs made one after the other. Here each tree gets its own local Ray cluster and runs
 ``bench/throughput.py``'s 3-task workflows over the same time window, so both see the
 same machine; each reports the CPU of its own processes (driver, manager, workers,
-raylet) per completed workflow. PostgreSQL's share is not split between them. Make
+raylet) per completed workflow. PostgreSQL's share is not split between them. Now and
+then Ray starts a worker process inside the window, in either tree, and its seconds of
+imports swamp a 30 s comparison: the share of such processes is shown, and longer
+windows and more rounds dilute it. Make
 OLD_TREE with ``git worktree add /tmp/old <commit>``.
 """
 
@@ -93,12 +96,16 @@ def run_load(database_url: str | None, start_at: float, seconds: float) -> None:
     after, count = cpu_seconds(), completed - completed_before
     ray.get(pending)
     split: Counter[str] = Counter()
+    born = 0.0
     for pid in descendants(os.getpid()) & after.keys():
         command, spent = after[pid]
         split[kind(pid, command)] += spent - before.get(pid, (command, 0.0))[1]
+        if pid not in before:
+            born += spent
     ms = {name: 1000 * spent / count for name, spent in split.items()}
     total = sum(ms.values())
-    print(json.dumps({"rate": count / seconds, "ms": ms, "total": total, "failed": failures}))
+    result = {"rate": count / seconds, "ms": ms, "total": total, "failed": failures}
+    print(json.dumps({**result, "born": 1000 * born / count}))
     ray.shutdown()
 
 
@@ -132,6 +139,8 @@ def compare(trees: list[str], database_url: str | None, seconds: float, rounds: 
                 f"round {number} {tree}: {result['rate']:6.1f}/s  CPU ms per workflow "
                 f"{result['total']:.2f} ({parts})"
                 + (f"  failed: {result['failed']}" if result["failed"] else "")
+                + (f"  (of which {result['born']:.2f} in processes started meanwhile)"
+                   if result["born"] else "")
             )
     old, new = (statistics.median(totals[tree]) for tree in trees)
     print(f"median CPU ms per workflow: {old:.2f} -> {new:.2f} ({100 * (new / old - 1):+.1f}%)")
