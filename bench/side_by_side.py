@@ -139,8 +139,11 @@ def compare(trees: list[str], database_url: str | None, seconds: float, rounds: 
                 f"round {number} {tree}: {result['rate']:6.1f}/s  CPU ms per workflow "
                 f"{result['total']:.2f} ({parts})"
                 + (f"  failed: {result['failed']}" if result["failed"] else "")
-                + (f"  (of which {result['born']:.2f} in processes started meanwhile)"
-                   if result["born"] else "")
+                + (
+                    f"  (of which {result['born']:.2f} in processes started meanwhile)"
+                    if result["born"]
+                    else ""
+                )
             )
     old, new = (statistics.median(totals[tree]) for tree in trees)
     print(f"median CPU ms per workflow: {old:.2f} -> {new:.2f} ({100 * (new / old - 1):+.1f}%)")

@@ -12,11 +12,11 @@ machine's swings of speed.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import ray
+from throughput import busy_seconds
 
 
 @ray.remote
@@ -31,11 +31,6 @@ class Submitter:
     async def chain(self, i: int, events: bool) -> int:
         task = step.options(enable_task_events=events)
         return await task.remote(task.remote(task.remote(i)))
-
-
-def busy_seconds() -> float:
-    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # not idle, iowait
 
 
 def block(submitter, events: bool, count: int, in_flight: int = 50) -> tuple[float, float]:

@@ -7,7 +7,9 @@ Workflows are submitted through the Python API with at most ``--in-flight`` outs
 The same chains as plain Ray tasks (no durability) give the floor on this machine. This
 machine's speed swings by half within a minute, so durable and plain runs alternate
 ``--rounds`` times and the ratio is taken per round: each ratio compares two runs a few
-seconds apart, and the median of them is what survives the noise.
+seconds apart, and the median of them is what survives the noise. The whole machine's
+busy CPU per completed workflow is reported too (PostgreSQL and Ray's daemons included):
+it moves less with the machine's speed than the rates do.
 For comparison (issue 6): DBOS Transact on SQLite measured 67-85 one-step workflows/s
 here; the target is 200 three-task workflows/s on PostgreSQL.
 """
@@ -15,6 +17,7 @@ here; the target is 200 three-task workflows/s on PostgreSQL.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -62,6 +65,20 @@ def measure(start_one, count: int, in_flight: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (neither idle nor waiting on I/O)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_cpu(start_one, count: int, in_flight: int) -> tuple[float, float]:
+    """(completed per second, the machine's busy CPU ms per completed one)."""
+    before = busy_seconds()
+    rate = measure(start_one, count, in_flight)
+    return rate, 1000 * (busy_seconds() - before) / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database-url", default=None)
@@ -80,15 +97,19 @@ def main() -> None:
         f"   rounds: {args.rounds}"
     )
     for name, build in (("1-task", one_task), ("3-task", three_tasks)):
-        rates, floors = [], []
+        rates, floors, costs, floor_costs = [], [], [], []
         for _ in range(args.rounds):
-            rates.append(measure(durable(build), args.count, args.in_flight))
-            floors.append(measure(PLAIN[name], args.count, args.in_flight))
+            rate, cost = measure_cpu(durable(build), args.count, args.in_flight)
+            floor, floor_cost = measure_cpu(PLAIN[name], args.count, args.in_flight)
+            rates.append(rate), costs.append(cost)
+            floors.append(floor), floor_costs.append(floor_cost)
         ratio = statistics.median(r / f for r, f in zip(rates, floors, strict=True))
         print(
             f"{name} workflows: median {statistics.median(rates):6.1f} completed/s "
             f"(best {max(rates):6.1f})   plain Ray: median {statistics.median(floors):6.1f}/s   "
-            f"ratio {ratio:.2f}"
+            f"ratio {ratio:.2f}\n"
+            f"    machine CPU per workflow: median {statistics.median(costs):5.2f} ms"
+            f"   plain Ray: {statistics.median(floor_costs):5.2f} ms"
         )
     ray.shutdown()
 

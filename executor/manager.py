@@ -448,9 +448,7 @@ async def _follow(ref: Any) -> Any:
 # Restarted if its process dies (seen once: a Ray reference-counting check failure under
 # rapid submit-then-cancel). The new process has a new owner id, so the old one's
 # workflows read RESUMABLE and are taken over like any dead owner's.
-_RemoteManager = ray.remote(
-    num_cpus=0, max_restarts=-1, enable_task_events=RAY_TASK_EVENTS
-)(WorkflowManager)
+_RemoteManager = ray.remote(num_cpus=0, max_restarts=-1)(WorkflowManager)
 _handles: dict[StoreConfig, Any] = {}
 
 
@@ -465,6 +463,7 @@ def manager_for(config: StoreConfig) -> Any:
             lifetime="detached",
             get_if_exists=True,
             max_concurrency=10000,
+            enable_task_events=RAY_TASK_EVENTS,
             # On the head node: it lives as long as the cluster, while workers come and go.
             resources={"node:__internal_head__": 0.001},
         ).remote(config)

@@ -322,7 +322,7 @@ def _continue(
 #: Gnomon's tasks and manager calls unless ``GNOMON_RAY_TASK_EVENTS=1`` (on every node).
 RAY_TASK_EVENTS = os.environ.get("GNOMON_RAY_TASK_EVENTS", "0") not in ("", "0")
 
-_remote_run_task = ray.remote(enable_task_events=RAY_TASK_EVENTS)(run_task)
+_remote_run_task = ray.remote(run_task)
 _with_options: dict[str, Any] = {}
 
 
@@ -332,7 +332,10 @@ def submit_task(
     key = repr(sorted(ctx.ray_options.items()))
     remote = _with_options.get(key)
     if remote is None:
-        remote = _remote_run_task.options(**ctx.ray_options)
+        # A task's own ``enable_task_events`` option wins over the default.
+        remote = _remote_run_task.options(
+            **{"enable_task_events": RAY_TASK_EVENTS, **ctx.ray_options}
+        )
         _with_options[key] = remote
     return remote.remote(_pack(ctx, function_key), function, *args, **kwargs)
 

@@ -240,15 +240,33 @@ def durable_for_timeline(x: int) -> int:
     return x
 
 
-def test_ray_keeps_no_task_events_for_gnomon_tasks_by_default(workflow, workflow_id):
-    """GNOMON_RAY_TASK_EVENTS is off: Ray's timeline shows a plain task, not Gnomon's."""
-    ray.get(plain_for_timeline.remote(1))
-    assert api.run(durable_for_timeline.bind(2), workflow_id=workflow_id) == 2
+def _timeline_names_once(plain_name: str) -> set[str]:
+    """Names in Ray's timeline, once a plain task started after the workflow shows in it."""
+    ray.get(plain_for_timeline.options(name=plain_name).remote(1))
     deadline = time.time() + 10
     while True:  # task events reach the GCS about once a second
-        names = {event.get("name") for event in ray.timeline()}
-        if any(name and name.endswith("plain_for_timeline") for name in names):
-            break
+        # An event's "cat" is task::<the task's name>, its "name" the function's.
+        events = ray.timeline()
+        names = {str(event.get("cat", "")).removeprefix("task::") for event in events}
+        names |= {str(event.get("name")) for event in events}
+        if plain_name in names:
+            return names
         assert time.time() < deadline, "the plain task never reached Ray's timeline"
         time.sleep(0.2)
-    assert not any(name and ("run_task" in name or "Manager" in name) for name in names)
+
+
+def test_ray_keeps_no_task_events_for_gnomon_tasks_by_default(workflow, workflow_id):
+    """GNOMON_RAY_TASK_EVENTS is off: Ray's timeline shows a plain task, not Gnomon's."""
+    name = f"off-{workflow_id}"
+    dag = durable_for_timeline.options(name=name).bind(2)
+    assert api.run(dag, workflow_id=workflow_id) == 2
+    names = _timeline_names_once(f"plain-{workflow_id}")
+    assert name not in names
+    assert not any("Manager" in found for found in names)
+
+
+def test_a_tasks_own_enable_task_events_option_wins(workflow, workflow_id):
+    name = f"on-{workflow_id}"
+    dag = durable_for_timeline.options(name=name, enable_task_events=True).bind(3)
+    assert api.run(dag, workflow_id=workflow_id) == 3
+    assert name in _timeline_names_once(f"plain-{workflow_id}")
