@@ -29,7 +29,7 @@ from executor.errors import (
 )
 from executor.events import SUSPEND_AFTER, HTTPListener, WorkflowSuspended, mailbox_key
 from executor.graph_runner import GraphRunner
-from executor.runtime import RAY_TASK_EVENTS, Continued, TaskContext
+from executor.runtime import RAY_TASK_EVENTS, Continued, FinalOutput, TaskContext
 from executor.status import WorkflowStatus
 from executor.store import LEASE_TTL, Checkpoint, owner_id
 
@@ -186,6 +186,8 @@ class WorkflowManager:
                 f"Workflow could not be started: {type(error).__name__}: {error}",
             )
             raise WorkflowExecutionError(workflow_id, _one_line(error)) from error
+        if isinstance(value, FinalOutput):  # its task recorded the outcome with its checkpoint
+            return value.value
         await self._outcomes.record(workflow_id, WorkflowStatus.SUCCESSFUL, preview(value))
         return value
 

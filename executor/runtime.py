@@ -55,6 +55,14 @@ class Continued:
     ref: ray.ObjectRef
 
 
+@dataclass(frozen=True)
+class FinalOutput:
+    """The workflow's output, from the task whose finish also recorded the workflow
+    SUCCESSFUL: the manager, the only one to receive it, need not write the outcome."""
+
+    value: Any
+
+
 class Continuation:
     """``workflow.continuation(dag)`` returned from inside a task."""
 
@@ -251,7 +259,7 @@ def run_task(packed: bytes, function: Any, *args: Any, **kwargs: Any) -> Any:
             ctx.workflow_id, ctx.task_id, failure.message, started, delta, log=_log_entry(log)
         )
         raise
-    store.task_finished(
+    finished = store.task_finished(
         ctx.workflow_id,
         ctx.task_id,
         checkpoint,
@@ -261,7 +269,7 @@ def run_task(packed: bytes, function: Any, *args: Any, **kwargs: Any) -> Any:
         completes=ctx.completes,
         log=_log_entry(log),
     )
-    return result
+    return FinalOutput(result) if finished else result
 
 
 def _log_entry(log: AttemptLog) -> tuple[float, str] | None:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 
-from executor.status import TaskStatus
+from executor.status import TaskStatus, WorkflowStatus
 from executor.store.direct import DirectStatements
 from executor.store.records import Checkpoint, NewTask, dump_json
 from executor.store.sql import SqlStore
@@ -155,8 +155,7 @@ class PostgresStore(SqlStore):
             "preview": output_preview,
             "completes": list(completes),
         }
-        self._direct.execute(_FINISH_TASK, params)
-        return True
+        return bool(self._direct.execute(_FINISH_TASK, params))
 
     def _finish_outcomes(
         self, owner: str, rows: Sequence[tuple[str, str, str | None, str | None, float]]
@@ -189,9 +188,11 @@ class PostgresStore(SqlStore):
 
 
 #: ``TaskStore.task_finished`` in one statement (one round trip, atomic): the checkpoint,
-#: then - only if it was the first for the task - the task's row and the rows of the tasks
-#: whose continuations end in it. PostgreSQL runs a WITH's data-modifying parts exactly
-#: once even when nothing references them.
+#: then - only if it was the first for the task - the task's row, the rows of the tasks
+#: whose continuations end in it, and the workflow's outcome if this is its output (as
+#: ``_FINISH_WORKFLOW`` in tasks.py). A row comes back if the workflow was finished.
+#: PostgreSQL runs a WITH's data-modifying parts exactly once even when nothing
+#: references them.
 _FINISH_TASK = f"""
 WITH checkpoint AS (
     INSERT INTO gnomon_checkpoints (workflow_id, task_id, kind, data, blob, size)
@@ -210,14 +211,23 @@ WITH checkpoint AS (
     WHERE workflow_id = %(workflow)s AND task_id = %(task)s
       AND EXISTS (SELECT 1 FROM checkpoint)
     RETURNING task_id
+), completed AS (
+    UPDATE gnomon_tasks
+    SET status = '{TaskStatus.SUCCESSFUL.value}',
+        ended_at = %(ended)s,
+        output_preview = %(preview)s,
+        output_task_id = %(task)s
+    WHERE workflow_id = %(workflow)s AND task_id = ANY(%(completes)s::text[])
+      AND EXISTS (SELECT 1 FROM checkpoint)
+    RETURNING task_id
 )
-UPDATE gnomon_tasks
-SET status = '{TaskStatus.SUCCESSFUL.value}',
-    ended_at = %(ended)s,
-    output_preview = %(preview)s,
-    output_task_id = %(task)s
-WHERE workflow_id = %(workflow)s AND task_id = ANY(%(completes)s::text[])
+UPDATE gnomon_workflows
+SET status = '{WorkflowStatus.SUCCESSFUL.value}', output_preview = %(preview)s, error = NULL,
+    ended_at = %(ended)s, owner = NULL, lease_expires_at = NULL
+WHERE workflow_id = %(workflow)s AND status = '{WorkflowStatus.RUNNING.value}'
+  AND (output_task_id = %(task)s OR output_task_id = ANY(%(completes)s::text[]))
   AND EXISTS (SELECT 1 FROM checkpoint)
+RETURNING 1
 """
 
 #: ``SqlStore.finish_many`` in one statement: the outcomes travel as one JSON array of

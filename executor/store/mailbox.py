@@ -44,7 +44,7 @@ class MailboxStore:
     _write: Callable[[], AbstractContextManager[Connection]]
     _read: Callable[[], AbstractContextManager[Connection]]
     _retrying: Callable[[Callable[[], T]], T]
-    _finish_task: Callable[..., None]
+    _finish_task: Callable[..., bool]
 
     def _lock_oldest(self, query: sa.Select) -> sa.Select:
         """Dialects that can, lock the row so two waiters never take one event."""

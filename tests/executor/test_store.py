@@ -219,6 +219,55 @@ def test_ignored_checkpoint_leaves_the_task_row_alone(store, workflow_id):
     assert after.ended_at == before.ended_at
 
 
+@pytest.mark.parametrize("printed", [False, True], ids=["quiet", "with-log"])
+def test_the_output_tasks_checkpoint_records_the_workflow_successful(store, workflow_id, printed):
+    """In the checkpoint's own transaction, on both of a finish's paths (a task that
+    printed something takes the general one)."""
+    _create(store, workflow_id, ["a", "out"])
+    assert store.acquire(workflow_id, owner_id("m"))
+    started = time.time()
+    log = (started, "printed\n") if printed else None
+    assert store.task_finished(workflow_id, "a", _checkpoint(1), "1", started, 1, log=log) is False
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
+
+    assert store.task_finished(workflow_id, "out", _checkpoint(2), "2", started, 1, log=log)
+    record = store.get_workflow(workflow_id)
+    assert (record.status, record.owner, record.output_preview) == (
+        WorkflowStatus.SUCCESSFUL,
+        None,
+        "2",
+    )
+    assert record.ended_at is not None and record.lease_expires_at is None
+    # A second finish of the output (a retried task) changes nothing, and says so.
+    assert store.task_finished(workflow_id, "out", _checkpoint(3), "3", started, 1) is False
+    assert store.get_workflow(workflow_id).output_preview == "2"
+
+
+def test_a_continuations_last_task_records_the_workflow_it_completes(store, workflow_id):
+    _create(store, workflow_id, ["out"])
+    assert store.acquire(workflow_id, owner_id("m"))
+    started = time.time()
+    data = dumps("the continuation's graph")
+    continuation = Checkpoint(kind="continuation", data=data, blob=None, size=len(data))
+    inner = NewTask(task_id="out.x", name="mod.x", upstream=[], user_metadata={})
+    assert not store.task_finished(workflow_id, "out", continuation, None, started, 1, (), [inner])
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
+
+    assert store.task_finished(workflow_id, "out.x", _checkpoint(5), "5", started, 1, ("out",))
+    record = store.get_workflow(workflow_id)
+    assert (record.status, record.output_preview) == (WorkflowStatus.SUCCESSFUL, "5")
+    assert store.get_task(workflow_id, "out").status == TaskStatus.SUCCESSFUL
+
+
+def test_a_canceled_workflow_stays_canceled_when_its_output_finishes(store, workflow_id):
+    _create(store, workflow_id)
+    owner = owner_id("m")
+    assert store.acquire(workflow_id, owner)
+    assert store.finish(workflow_id, owner, WorkflowStatus.CANCELED)
+    assert store.task_finished(workflow_id, "t", _checkpoint(1), "1", time.time(), 1) is False
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.CANCELED
+
+
 def test_list_workflows_keyset_pagination(store, workflow_id):
     created = [f"{workflow_id}-{i:02d}" for i in range(7)]
     for each in created:
