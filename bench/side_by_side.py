@@ -8,10 +8,9 @@ runs made one after the other. Here each tree gets its own local Ray cluster and
 ``bench/throughput.py``'s 3-task workflows over the same time window, so both see the
 same machine; each reports the CPU of its own processes (driver, manager, workers,
 raylet) per completed workflow. PostgreSQL's share is not split between them. Now and
-then Ray starts a worker process inside the window, in either tree, and its seconds of
-imports swamp a 30 s comparison: the share of such processes is shown, and longer
-windows and more rounds dilute it. Make
-OLD_TREE with ``git worktree add /tmp/old <commit>``.
+then Ray starts a worker process inside the window, and its seconds of imports swamp a
+30 s comparison: the share of such processes is shown (if it is there, that round says
+little). Make OLD_TREE with ``git worktree add /tmp/old <commit>``.
 """
 
 from __future__ import annotations
@@ -28,8 +27,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-#: Seconds both clusters get to start and warm up before the common window opens.
-WARM_UP = 15
+#: Seconds both clusters get to start and warm up before the common window opens. Two
+#: clusters starting at once on this machine took up to 17 s to have their task workers
+#: up (Ray starts them on demand, and each imports for seconds); at 15 s one tree in
+#: each round paid for that inside the window.
+WARM_UP = 30
 
 
 def parents() -> dict[int, int]:
