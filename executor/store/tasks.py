@@ -401,9 +401,11 @@ _COMPLETE_TASKS = (
 )
 
 #: A finished value that is the workflow's output (its own task's, or through a chain of
-#: continuations) records the workflow's outcome with the checkpoint: one transaction
-#: less per workflow than the manager writing it after (measured: 4.6% of a three-task
-#: workflow's CPU). Only a RUNNING workflow: a cancel that came first stands.
+#: continuations) records the workflow's outcome with the checkpoint. The output and the
+#: SUCCESSFUL status are then one commit: a manager that dies between the two no longer
+#: leaves a finished workflow to be resumed. It also spares the manager a write (about
+#: 2% of a three-task workflow's CPU, median of 12 interleaved rounds). Only a RUNNING
+#: workflow: a cancel that came first stands.
 _FINISH_WORKFLOW = (
     workflows.update()
     .where(workflows.c.workflow_id == sa.bindparam("b_workflow"))
