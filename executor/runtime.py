@@ -325,9 +325,10 @@ def _continue(
 
 
 #: Ray keeps an event stream of every task for its own dashboard, state API and
-#: timeline. Gnomon records each task's state in its database, and the stream cost 8% of
-#: the CPU of a plain three-task chain here (bench/task_events.py), so it is off for
-#: Gnomon's tasks and manager calls unless ``GNOMON_RAY_TASK_EVENTS=1`` (on every node).
+#: timeline. Gnomon records each task's state in its database, and the stream cost 10.6%
+#: of the CPU of a plain three-task chain here (bench/task_events.py; about 1% of a
+#: durable one), so it is off for Gnomon's tasks and manager calls unless
+#: ``GNOMON_RAY_TASK_EVENTS=1`` (on every node).
 RAY_TASK_EVENTS = os.environ.get("GNOMON_RAY_TASK_EVENTS", "0") not in ("", "0")
 
 _remote_run_task = ray.remote(run_task)
