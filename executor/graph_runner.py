@@ -7,6 +7,7 @@ its stored continuation submitted instead, and only tasks something still needs 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import ray
@@ -14,7 +15,7 @@ import ray
 from executor.checkpoint import read_checkpoint
 from executor.config import StoreConfig, handles
 from executor.dag import Graph, TaskSpec, Upstream
-from executor.runtime import TaskContext, submit_task
+from executor.runtime import NOT_RECORDED, Continued, Stage, TaskContext, submit_task
 from executor.status import TaskStatus
 from executor.store import NewTask, TaskRecord
 
@@ -54,11 +55,54 @@ class GraphRunner:
     def submit(self, graph: Graph, completes: tuple[str, ...] = ()) -> Any:
         """Submit what the graph's output still needs; return the output's ref."""
         refs: dict[str, Any] = {}
-        for task_id in self._needed(graph):
-            spec = graph.tasks[task_id]
-            own_completes = completes if task_id == graph.output else ()
-            refs[task_id] = self._submit_one(graph, spec, refs, own_completes)
+        for chain in self._chains(graph):
+            own_completes = completes if chain[-1] == graph.output else ()
+            refs[chain[-1]] = self._submit_chain(graph, chain, refs, own_completes)
         return refs[graph.output]
+
+    def _chains(self, graph: Graph) -> list[list[str]]:
+        """The needed tasks, topologically ordered, cut into chains of one Ray call each.
+
+        A task joins its upstream's chain when it is that upstream's only consumer and
+        could run where it does: it would only wait for it anyway. Fusing a linear chain
+        spares a Ray call per task, about a quarter of a three-task workflow's CPU.
+        """
+        needed = self._needed(graph)
+        consumers = Counter(u for task_id in needed for u in set(graph.tasks[task_id].upstream))
+        chains: list[list[str]] = []
+        chain_of: dict[str, list[str]] = {}
+        for task_id in needed:
+            spec = graph.tasks[task_id]
+            chain = None
+            if len(spec.upstream) == 1:
+                upstream = spec.upstream[0]
+                joinable = chain_of.get(upstream)
+                if (
+                    joinable is not None
+                    and joinable[-1] == upstream
+                    and consumers[upstream] == 1
+                    and upstream != graph.output
+                    and self._fuses(graph.tasks[upstream], spec)
+                ):
+                    chain = joinable
+            if chain is None:
+                chain = []
+                chains.append(chain)
+            chain.append(task_id)
+            chain_of[task_id] = chain
+        return chains
+
+    def _fuses(self, upstream: TaskSpec, spec: TaskSpec) -> bool:
+        return (
+            upstream.kind == spec.kind == "function"
+            and upstream.ray_options == spec.ray_options
+            and self._runs(upstream.task_id)
+            and self._runs(spec.task_id)
+            and _slot(spec, upstream.task_id) is not None
+        )
+
+    def _runs(self, task_id: str) -> bool:
+        return not (self._is_done(task_id) or self._continued(task_id))
 
     def _record(self, task_id: str) -> TaskRecord | None:
         return None if self.state is None else self.state.get(task_id)
@@ -91,25 +135,38 @@ class GraphRunner:
         record = self._record(task_id)
         return record is not None and record.status == TaskStatus.CONTINUED
 
-    def _submit_one(
-        self, graph: Graph, spec: TaskSpec, refs: dict[str, Any], completes: tuple[str, ...]
-    ) -> Any:
+    def standin(self, task_id: str, completes: tuple[str, ...]) -> Any:
+        """What a recorded task stands in with instead of running: its checkpointed
+        value, or (as ``Continued``) its stored continuation, submitted; else
+        ``NOT_RECORDED``."""
         store, blobs = handles(self.config)
-        if self._is_done(spec.task_id):
-            record = self._record(spec.task_id)
+        if self._is_done(task_id):
+            record = self._record(task_id)
             assert record is not None and record.output_task_id is not None
             checkpoint = store.load_checkpoint(self.workflow_id, record.output_task_id)
             if checkpoint is not None:
-                return ray.put(read_checkpoint(checkpoint, blobs))
-        if self._continued(spec.task_id):
-            checkpoint = store.load_checkpoint(self.workflow_id, spec.task_id)
+                return read_checkpoint(checkpoint, blobs)
+        if self._continued(task_id):
+            checkpoint = store.load_checkpoint(self.workflow_id, task_id)
             if checkpoint is not None and checkpoint.kind == "continuation":
                 continuation: Graph = read_checkpoint(checkpoint, blobs)
-                return self.submit(continuation, completes=(spec.task_id, *completes))
+                return Continued(self.submit(continuation, completes=(task_id, *completes)))
+        return NOT_RECORDED
+
+    def _submit_chain(
+        self, graph: Graph, chain: list[str], refs: dict[str, Any], completes: tuple[str, ...]
+    ) -> Any:
+        head = graph.tasks[chain[0]]
+        if len(chain) == 1:
+            standin = self.standin(head.task_id, completes)
+            if isinstance(standin, Continued):
+                return standin.ref
+            if standin is not NOT_RECORDED:
+                return ray.put(standin)
 
         def fill(value: Any) -> Any:
             if isinstance(value, Upstream):
-                return refs[value.task_id]
+                return refs.get(value.task_id)  # None where a chain's stage takes it
             if isinstance(value, list):
                 return [fill(x) for x in value]
             if isinstance(value, tuple):
@@ -118,28 +175,37 @@ class GraphRunner:
                 return {k: fill(x) for k, x in value.items()}
             return value
 
-        ctx = TaskContext(
-            config=self.config,
-            workflow_id=self.workflow_id,
-            task_id=spec.task_id,
-            options=spec.options,
-            ray_options=spec.ray_options,
-            completes=completes,
-        )
-        if spec.kind != "function":
-            # Waits are coroutines in the manager actor: they hold no CPU slot.
-            from executor.manager import manager_for
-
-            ref = manager_for(self.config).wait.remote(ctx, spec.kind, *fill(spec.args))
-        else:
-            ref = submit_task(
-                ctx,
-                spec.function_key,
-                self._function(graph, spec.function_key),
-                fill(spec.args),
-                fill(spec.kwargs),
+        stages, calls = [], []
+        for i, task_id in enumerate(chain):
+            spec = graph.tasks[task_id]
+            ctx = TaskContext(
+                config=self.config,
+                workflow_id=self.workflow_id,
+                task_id=task_id,
+                options=spec.options,
+                ray_options=spec.ray_options,
+                completes=completes if task_id == chain[-1] else (),
             )
-        self.submitted.append((ref, [refs[u] for u in spec.upstream if u in refs]))
+            if spec.kind != "function":
+                # Waits are coroutines in the manager actor: they hold no CPU slot.
+                from executor.manager import manager_for
+
+                ref = manager_for(self.config).wait.remote(ctx, spec.kind, *fill(spec.args))
+                self.submitted.append((ref, [refs[u] for u in spec.upstream if u in refs]))
+                return ref
+            kwargs = fill(spec.kwargs)
+            stages.append(
+                Stage(
+                    ctx=ctx,
+                    function_key=spec.function_key,
+                    n_args=len(spec.args),
+                    kwarg_names=tuple(kwargs),
+                    slot=None if i == 0 else _slot(spec, chain[i - 1]),
+                )
+            )
+            calls.append((self._function(graph, spec.function_key), fill(spec.args), kwargs))
+        ref = submit_task(stages, calls)
+        self.submitted.append((ref, [refs[u] for u in head.upstream if u in refs]))
         return ref
 
     def cancelable(self) -> list[ray.ObjectRef]:
@@ -169,3 +235,28 @@ class GraphRunner:
             function = data if len(data) <= _INLINE_FUNCTION_BYTES else ray.put(data)
             self._functions[key] = function
         return function
+
+
+def _slot(spec: TaskSpec, upstream: str) -> int | str | None:
+    """Where ``spec`` takes ``upstream``'s output, if in exactly one top-level argument
+    and nowhere else; a chain hands it over only there (nested, Ray passes a ref)."""
+    places: list[int | str] = [i for i, arg in enumerate(spec.args) if _is(arg, upstream)]
+    places += [name for name, arg in spec.kwargs.items() if _is(arg, upstream)]
+    if len(places) != 1 or _count(upstream, (spec.args, spec.kwargs)) != 1:
+        return None
+    return places[0]
+
+
+def _is(value: Any, upstream: str) -> bool:
+    # Not ``==``: an argument may be an array, whose ``==`` is elementwise.
+    return isinstance(value, Upstream) and value.task_id == upstream
+
+
+def _count(upstream: str, value: Any) -> int:
+    if _is(value, upstream):
+        return 1
+    if isinstance(value, (list, tuple)):
+        return sum(_count(upstream, x) for x in value)
+    if isinstance(value, dict):
+        return sum(_count(upstream, x) for x in value.values())
+    return 0

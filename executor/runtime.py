@@ -1,14 +1,18 @@
-"""What runs inside Ray workers: one workflow task, checkpointed.
+"""What runs inside Ray workers: workflow tasks, checkpointed.
 
-Each task is submitted with its upstream ObjectRefs as arguments, so Ray moves data
-worker to worker and schedules the graph itself. The wrapper here runs the user's
-function, retries application errors when asked, writes the checkpoint and the task's
-row in one transaction, and expands continuations.
+Each Ray call runs a chain of workflow tasks, usually one: ``GraphRunner`` chains a task
+to its upstream when it is that upstream's only consumer, so a linear run of tasks costs
+one Ray call, not one each (Dask fuses linear chains the same way). Every task in a
+chain is still checkpointed before the next one starts. Calls are submitted with their
+upstream ObjectRefs as arguments, so Ray moves data worker to worker and schedules the
+graph itself. The wrapper here runs the user's function, retries application errors
+when asked, writes the checkpoint and the task's row in one transaction, and expands
+continuations.
 
 A task that returned a continuation returns ``Continued(ref)``, where ``ref`` is the
 continuation's output. A downstream task that receives one follows it; if the value is
-not ready yet it re-submits itself with the ref as an argument (``_defer``) instead of
-blocking a worker, so continuations hold no CPU while they wait.
+not ready yet, the rest of its chain is submitted again with the ref as an argument
+instead of blocking a worker, so continuations hold no CPU while they wait.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import pickle
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +50,20 @@ class TaskContext:
     ray_options: dict[str, Any] = field(default_factory=dict)
     #: Tasks whose continuations end in this one; they finish when it does.
     completes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One task of a chain run in one Ray call (see ``GraphRunner``): its context, and
+    how its arguments lie in the call's flat argument list."""
+
+    ctx: TaskContext
+    function_key: str
+    n_args: int
+    kwarg_names: tuple[str, ...] = ()
+    #: Where the previous stage's output goes: an index into the positional arguments,
+    #: or a keyword. None for the first stage.
+    slot: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,14 +219,64 @@ def _resolve(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple, dict
     return tuple(new_args), new_kwargs, all_ready
 
 
-def run_task(packed: bytes, function: Any, *args: Any, **kwargs: Any) -> Any:
-    """The Ray task: ``packed`` is the (TaskContext, function key) ``submit_task`` pickled."""
-    ctx, function_key = pickle.loads(packed)
-    args, kwargs, ready = _resolve(args, kwargs)
-    if not ready:
-        # Ray waits for the refs now in the arguments; no worker blocks meanwhile.
-        return Continued(submit_task(ctx, function_key, function, args, kwargs))
+def run_task(packed: bytes, *flat: Any) -> Any:
+    """The Ray task: a chain of workflow tasks, each fed the one before's output.
 
+    ``packed`` is the chain's ``Stage``s as ``submit_task`` pickled them; ``flat`` holds
+    each stage's function and arguments, so Ray resolves the ObjectRefs among them.
+    """
+    stages: tuple[Stage, ...] = pickle.loads(packed)
+    calls = _unflatten(stages, flat)
+    recorded = _recorded(stages) if len(stages) > 1 else None
+    value: Any = None
+    for i, (stage, (function, args, kwargs)) in enumerate(zip(stages, calls, strict=True)):
+        if i > 0:
+            args, kwargs = _place(stage.slot, value, args, kwargs)
+        args, kwargs, ready = _resolve(args, kwargs)
+        if not ready:
+            # Ray waits for the refs now in the arguments; no worker blocks meanwhile.
+            rest = [(function, args, kwargs), *calls[i + 1 :]]
+            return Continued(submit_task(stages[i:], rest))
+        standin = NOT_RECORDED if recorded is None else recorded.standin(stage)
+        if standin is not NOT_RECORDED:
+            value = standin
+            continue
+        value = _run(stage.ctx, stage.function_key, function, args, kwargs)
+        if isinstance(value, FinalOutput) and i < len(stages) - 1:
+            value = value.value
+    return value
+
+
+#: What ``GraphRunner.standin`` returns for a task that must run.
+NOT_RECORDED: Any = object()
+
+
+def _recorded(stages: tuple[Stage, ...]) -> _Recorded | None:
+    """The recorded state of a retried chain whose first run finished some of its tasks;
+    None when none is (every first run: one cheap query)."""
+    ctx = stages[0].ctx
+    store, _ = handles(ctx.config)
+    if not store.any_finished(ctx.workflow_id, [stage.ctx.task_id for stage in stages]):
+        return None
+    return _Recorded(ctx)
+
+
+class _Recorded:
+    """A retried chain's finished tasks stand in for themselves, as on a resume."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        from executor.graph_runner import GraphRunner
+
+        store, _ = handles(ctx.config)
+        records = {record.task_id: record for record in store.load_tasks(ctx.workflow_id)}
+        self.runner = GraphRunner(ctx.config, ctx.workflow_id, records)
+
+    def standin(self, stage: Stage) -> Any:
+        return self.runner.standin(stage.ctx.task_id, stage.ctx.completes)
+
+
+def _run(ctx: TaskContext, function_key: str, function: Any, args: tuple, kwargs: dict) -> Any:
+    """Run one workflow task with its retries, and record how it ended."""
     func = _load_function(function_key, function)
     store, blobs = handles(ctx.config)
     options = ctx.options
@@ -334,23 +402,53 @@ RAY_TASK_EVENTS = os.environ.get("GNOMON_RAY_TASK_EVENTS", "0") not in ("", "0")
 _remote_run_task = ray.remote(run_task)
 _with_options: dict[str, Any] = {}
 
+#: A stage's function and arguments: (function or its ref, args, kwargs).
+Call = tuple[Any, tuple, dict]
 
-def submit_task(
-    ctx: TaskContext, function_key: str, function: Any, args: tuple, kwargs: dict
-) -> ray.ObjectRef:
-    key = repr(sorted(ctx.ray_options.items()))
+
+def submit_task(stages: Sequence[Stage], calls: Sequence[Call]) -> ray.ObjectRef:
+    """Submit a chain of tasks as one Ray call; its ref is the last task's output.
+
+    The stages share their Ray options (``GraphRunner`` chains only such tasks).
+    """
+    ray_options = stages[0].ctx.ray_options
+    key = repr(sorted(ray_options.items()))
     remote = _with_options.get(key)
     if remote is None:
         # A task's own ``enable_task_events`` option wins over the default.
-        remote = _remote_run_task.options(
-            **{"enable_task_events": RAY_TASK_EVENTS, **ctx.ray_options}
-        )
+        remote = _remote_run_task.options(**{"enable_task_events": RAY_TASK_EVENTS, **ray_options})
         _with_options[key] = remote
-    return remote.remote(_pack(ctx, function_key), function, *args, **kwargs)
+    flat: list[Any] = []
+    for stage, (function, args, kwargs) in zip(stages, calls, strict=True):
+        flat.append(function)
+        flat.extend(args)
+        flat.extend(kwargs[name] for name in stage.kwarg_names)
+    return remote.remote(_pack(tuple(stages)), *flat)
 
 
-def _pack(ctx: TaskContext, function_key: str) -> bytes:
-    """The task's context as one bytes argument.
+def _unflatten(stages: tuple[Stage, ...], flat: tuple[Any, ...]) -> list[Call]:
+    calls = []
+    at = 0
+    for stage in stages:
+        function = flat[at]
+        args = flat[at + 1 : at + 1 + stage.n_args]
+        at += 1 + stage.n_args
+        kwargs = dict(zip(stage.kwarg_names, flat[at : at + len(stage.kwarg_names)], strict=True))
+        at += len(stage.kwarg_names)
+        calls.append((function, args, kwargs))
+    return calls
+
+
+def _place(slot: int | str | None, value: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Put the previous stage's output where this stage takes it."""
+    if isinstance(slot, int):
+        return (*args[:slot], value, *args[slot + 1 :]), kwargs
+    assert slot is not None
+    return args, {**kwargs, slot: value}
+
+
+def _pack(stages: tuple[Stage, ...]) -> bytes:
+    """The chain's stages as one bytes argument.
 
     Ray pickles an object argument with cloudpickle's pure-Python pickler, and a bytes
     argument hardly at all: packing the context with the C pickler here saved 4-6% of a
@@ -359,6 +457,6 @@ def _pack(ctx: TaskContext, function_key: str) -> bytes:
     in ``retry_exceptions``).
     """
     try:
-        return pickle.dumps((ctx, function_key), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(stages, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError):
-        return cloudpickle.dumps((ctx, function_key))
+        return cloudpickle.dumps(stages)

@@ -157,6 +157,10 @@ class PostgresStore(SqlStore):
         }
         return bool(self._direct.execute(_FINISH_TASK, params))
 
+    def _any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
+        params = {"workflow": workflow_id, "tasks": list(task_ids)}
+        return bool(self._direct.execute(_ANY_FINISHED, params))
+
     def _finish_outcomes(
         self, owner: str, rows: Sequence[tuple[str, str, str | None, str | None, float]]
     ) -> None:
@@ -228,6 +232,14 @@ WHERE workflow_id = %(workflow)s AND status = '{WorkflowStatus.RUNNING.value}'
   AND (output_task_id = %(task)s OR output_task_id = ANY(%(completes)s::text[]))
   AND EXISTS (SELECT 1 FROM checkpoint)
 RETURNING 1
+"""
+
+#: ``TaskStore.any_finished``: asked once per chain of tasks run in one Ray call.
+_ANY_FINISHED = f"""
+SELECT 1 FROM gnomon_tasks
+WHERE workflow_id = %(workflow)s AND task_id = ANY(%(tasks)s::text[])
+  AND status IN ('{TaskStatus.SUCCESSFUL.value}', '{TaskStatus.CONTINUED.value}')
+LIMIT 1
 """
 
 #: ``SqlStore.finish_many`` in one statement: the outcomes travel as one JSON array of

@@ -324,6 +324,24 @@ class TaskStore:
 
         self._retrying(write)
 
+    def any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
+        """Whether any of these tasks has recorded its finish (a checkpoint or a
+        continuation). A chain of tasks run in one Ray call asks before it starts: Ray
+        runs a call again after its worker died, and the tasks it had finished must not
+        run twice. Retried like a write: it is on every chain's way, as a finish is."""
+        return self._retrying(lambda: self._any_finished(workflow_id, task_ids))
+
+    def _any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(tasks.c.task_id)
+                .where(tasks.c.workflow_id == workflow_id)
+                .where(tasks.c.task_id.in_(list(task_ids)))
+                .where(tasks.c.status.in_(_FINISHED))
+                .limit(1)
+            ).first()
+        return row is not None
+
     def load_tasks(self, workflow_id: str) -> list[TaskRecord]:
         with self._read() as conn:
             rows = conn.execute(
@@ -420,6 +438,9 @@ _FINISH_WORKFLOW = (
         lease_expires_at=None,
     )
 )
+
+#: Statuses of a task whose finish is recorded: running it again would run it twice.
+_FINISHED = [TaskStatus.SUCCESSFUL.value, TaskStatus.CONTINUED.value]
 
 _NOT_DONE = [
     TaskStatus.PENDING.value,
