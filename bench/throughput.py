@@ -4,7 +4,9 @@
                                          [--rounds 3]
 
 Workflows are submitted through the Python API with at most ``--in-flight`` outstanding.
-The same chains as plain Ray tasks (no durability) give the floor on this machine. This
+The same chains as plain Ray tasks (no durability, three Ray calls) give the floor on this
+machine; a durable chain runs in one Ray call (its tasks are chained, each still
+checkpointed), so the ratio is not a like-for-like count of Ray calls. This
 machine's speed swings by half within a minute, so durable and plain runs alternate
 ``--rounds`` times and the ratio is taken per round: each ratio compares two runs a few
 seconds apart, and the median of them is what survives the noise. The whole machine's

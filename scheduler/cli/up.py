@@ -170,8 +170,17 @@ def api_token() -> str:
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(24)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written aside, then linked into place: two processes starting at once (replicas)
+    # must agree on one token, and neither may read a half-written file.
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(token)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        token = path.read_text().strip()
+    finally:
+        draft.unlink()
     os.environ["GNOMON_API_TOKEN"] = token
     return token

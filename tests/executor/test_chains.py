@@ -55,6 +55,14 @@ def test_tasks_are_chained_only_where_they_could_not_run_apart(workflow, workflo
     assert len(set(calls)) == 6, calls
 
 
+def test_tasks_with_a_scheduling_strategy_are_placed_one_by_one(workflow, workflow_id):
+    spread = hop.options(scheduling_strategy="SPREAD")
+
+    calls = workflow.run(spread.bind(spread.bind(spread.bind([]))), workflow_id=workflow_id)
+
+    assert len(set(calls)) == 3, calls
+
+
 def test_a_chain_joins_its_upstream_when_it_is_the_only_consumer(workflow, workflow_id):
     """In a diamond, each branch is chained after nothing; the join after nothing either,
     but a task after the join joins its chain."""

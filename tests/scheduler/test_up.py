@@ -151,3 +151,33 @@ def test_kill_minus_nine_mid_run_then_restart_finishes_the_run_once(tmp_path, ma
         if second is not None:
             second.close()
         store.dispose()
+
+
+def _write_token(barrier, tokens) -> None:
+    from scheduler.cli.up import api_token
+
+    barrier.wait()
+    tokens.put(api_token())
+
+
+def test_processes_starting_at_once_agree_on_one_api_token(tmp_path, monkeypatch):
+    """Two ``gnomon up`` on one machine (replicas) start together: both must come up, with
+    the same token, and no half-written file may be read."""
+    import multiprocessing
+
+    from scheduler.cli import up
+
+    monkeypatch.delenv("GNOMON_API_TOKEN", raising=False)
+    monkeypatch.setattr(up, "TOKEN_FILE", tmp_path / "api_token")
+    context = multiprocessing.get_context("fork")
+    barrier, tokens = context.Barrier(6), context.Queue()
+    starts = [context.Process(target=_write_token, args=(barrier, tokens)) for _ in range(6)]
+    for start in starts:
+        start.start()
+    for start in starts:
+        start.join(timeout=60)
+
+    assert [start.exitcode for start in starts] == [0] * 6, "every start came up"
+    found = [tokens.get(timeout=5) for _ in starts]
+    assert len(set(found)) == 1 and found[0] == (tmp_path / "api_token").read_text()
+    assert [path.name for path in tmp_path.iterdir()] == ["api_token"], "no drafts are left"
