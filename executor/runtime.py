@@ -227,7 +227,7 @@ def run_task(packed: bytes, *flat: Any) -> Any:
     """
     stages: tuple[Stage, ...] = pickle.loads(packed)
     calls = _unflatten(stages, flat)
-    recorded = _recorded(stages) if len(stages) > 1 else None
+    recorded = _recorded(stages) if _retried() else None
     value: Any = None
     for i, (stage, (function, args, kwargs)) in enumerate(zip(stages, calls, strict=True)):
         if i > 0:
@@ -251,9 +251,19 @@ def run_task(packed: bytes, *flat: Any) -> Any:
 NOT_RECORDED: Any = object()
 
 
+def _retried() -> bool:
+    """Whether Ray is running this call again (its worker died mid-call), so some of its
+    tasks may have finished already. A first attempt asks the store nothing: Ray's own
+    attempt number says it (not public API; where it is missing, every call asks)."""
+    try:
+        worker: Any = ray._private.worker.global_worker
+        return bool(worker.core_worker.get_current_task_attempt_number() > 0)
+    except AttributeError:
+        return True
+
+
 def _recorded(stages: tuple[Stage, ...]) -> _Recorded | None:
-    """The recorded state of a retried chain whose first run finished some of its tasks;
-    None when none is (every first run: one cheap query)."""
+    """A retried call's recorded state, if its first run finished any of its tasks."""
     ctx = stages[0].ctx
     store, _ = handles(ctx.config)
     if not store.any_finished(ctx.workflow_id, [stage.ctx.task_id for stage in stages]):
@@ -262,7 +272,7 @@ def _recorded(stages: tuple[Stage, ...]) -> _Recorded | None:
 
 
 class _Recorded:
-    """A retried chain's finished tasks stand in for themselves, as on a resume."""
+    """A retried call's finished tasks stand in for themselves, as on a resume."""
 
     def __init__(self, ctx: TaskContext) -> None:
         from executor.graph_runner import GraphRunner

@@ -234,7 +234,7 @@ WHERE workflow_id = %(workflow)s AND status = '{WorkflowStatus.RUNNING.value}'
 RETURNING 1
 """
 
-#: ``TaskStore.any_finished``: asked once per chain of tasks run in one Ray call.
+#: ``TaskStore.any_finished``: asked by a Ray call that Ray runs again.
 _ANY_FINISHED = f"""
 SELECT 1 FROM gnomon_tasks
 WHERE workflow_id = %(workflow)s AND task_id = ANY(%(tasks)s::text[])

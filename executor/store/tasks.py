@@ -326,9 +326,8 @@ class TaskStore:
 
     def any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
         """Whether any of these tasks has recorded its finish (a checkpoint or a
-        continuation). A chain of tasks run in one Ray call asks before it starts: Ray
-        runs a call again after its worker died, and the tasks it had finished must not
-        run twice. Retried like a write: it is on every chain's way, as a finish is."""
+        continuation). A Ray call that Ray runs again after its worker died asks before
+        it starts: the tasks it had finished must not run twice. Retried like a write."""
         return self._retrying(lambda: self._any_finished(workflow_id, task_ids))
 
     def _any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
