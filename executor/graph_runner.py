@@ -189,6 +189,7 @@ class GraphRunner:
                 options=spec.options,
                 ray_options=spec.ray_options,
                 completes=completes if task_id == chain[-1] else (),
+                graph_output=task_id == graph.output,
             )
             if spec.kind != "function":
                 # Waits are coroutines in the manager actor: they hold no CPU slot.

@@ -50,6 +50,9 @@ class TaskContext:
     ray_options: dict[str, Any] = field(default_factory=dict)
     #: Tasks whose continuations end in this one; they finish when it does.
     completes: tuple[str, ...] = ()
+    #: Whether this is its graph's output: only such a task's finish can complete the
+    #: workflow (a continuation's output completes the task that returned it, and so on).
+    graph_output: bool = True
 
 
 @dataclass(frozen=True)
@@ -346,6 +349,7 @@ def _run(ctx: TaskContext, function_key: str, function: Any, args: tuple, kwargs
         delta,
         completes=ctx.completes,
         log=_log_entry(log),
+        graph_output=ctx.graph_output,
     )
     return FinalOutput(result) if finished else result
 

@@ -93,14 +93,16 @@ class TaskStore:
         completes: Sequence[str] = (),
         new_tasks: Sequence[NewTask] = (),
         log: tuple[float, str] | None = None,
+        graph_output: bool = True,
     ) -> bool:
         """Checkpoint a task's output (or, with kind "continuation", the DAG it returned).
 
         ``completes`` are the tasks whose continuations end in this task: they finish
         with it, pointing at its checkpoint. ``new_tasks`` are a continuation's tasks.
         A value that is the workflow's output also records the workflow SUCCESSFUL, in
-        the same transaction; True if it did. This is the executor's hot path: its
-        statements are built once, at import.
+        the same transaction; True if it did. Only its graph's output can be that: a
+        task known not to be (``graph_output=False``) skips the look. This is the
+        executor's hot path: its statements are built once, at import.
         """
 
         if checkpoint is not None and checkpoint.kind == "value" and not new_tasks and not log:
@@ -116,6 +118,7 @@ class TaskStore:
                     ended,
                     attempts_delta,
                     completes,
+                    graph_output,
                 )
             )
             if finished is not None:
@@ -133,6 +136,7 @@ class TaskStore:
                     attempts_delta,
                     completes,
                     new_tasks,
+                    graph_output,
                 )
                 if log:
                     self._save_log(conn, workflow_id, task_id, *log)
@@ -150,6 +154,7 @@ class TaskStore:
         ended_at: float,
         attempts_delta: int,
         completes: Sequence[str],
+        graph_output: bool,
     ) -> bool | None:
         """``task_finished`` for a checkpointed value, in one statement: whether it
         recorded the workflow's outcome; None where the dialect has no such statement
@@ -167,6 +172,7 @@ class TaskStore:
         attempts_delta: int,
         completes: Sequence[str] = (),
         new_tasks: Sequence[NewTask] = (),
+        graph_output: bool = True,
     ) -> bool:
         """The finish's statements, in ``conn``'s transaction; True if it also recorded
         the workflow's outcome."""
@@ -217,6 +223,8 @@ class TaskStore:
             self._insert_tasks(conn, workflow_id, new_tasks, first_seq=_seq_now())
         if checkpoint is None or continued:
             return False  # no stored output: the manager records the outcome
+        if not graph_output:
+            return False
         outcome = conn.execute(
             _FINISH_WORKFLOW,
             {

@@ -243,6 +243,30 @@ def test_the_output_tasks_checkpoint_records_the_workflow_successful(store, work
     assert store.get_workflow(workflow_id).output_preview == "2"
 
 
+@pytest.mark.parametrize("printed", [False, True], ids=["quiet", "with-log"])
+def test_a_task_that_is_not_its_graphs_output_finishes_only_itself(store, workflow_id, printed):
+    """``graph_output=False`` takes the lean finish: the checkpoint and the task's row,
+    with no look at the workflow (so even the output's id would not complete it)."""
+    _create(store, workflow_id, ["a", "out"])
+    assert store.acquire(workflow_id, owner_id("m"))
+    started = time.time()
+    log = (started, "printed\n") if printed else None
+
+    finished = store.task_finished(
+        workflow_id, "out", _checkpoint(2), "2", started, 1, log=log, graph_output=False
+    )
+
+    assert finished is False
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
+    task = store.get_task(workflow_id, "out")
+    assert (task.status, task.output_task_id, task.output_preview) == (
+        TaskStatus.SUCCESSFUL,
+        "out",
+        "2",
+    )
+    assert store.load_checkpoint(workflow_id, "out") is not None
+
+
 def test_a_continuations_last_task_records_the_workflow_it_completes(store, workflow_id):
     _create(store, workflow_id, ["out"])
     assert store.acquire(workflow_id, owner_id("m"))
