@@ -56,12 +56,14 @@ class GraphRunner:
         """Submit what the graph's output still needs; return the output's ref."""
         refs: dict[str, Any] = {}
         for chain in self._chains(graph):
-            own_completes = completes if chain[-1] == graph.output else ()
-            refs[chain[-1]] = self._submit_chain(graph, chain, refs, own_completes)
+            last = chain[-1][0]
+            own_completes = completes if last == graph.output else ()
+            refs[last] = self._submit_chain(graph, chain, refs, own_completes)
         return refs[graph.output]
 
-    def _chains(self, graph: Graph) -> list[list[str]]:
-        """The needed tasks, topologically ordered, cut into chains of one Ray call each.
+    def _chains(self, graph: Graph) -> list[list[tuple[str, int | str | None]]]:
+        """The needed tasks, topologically ordered, cut into chains of one Ray call each:
+        each task with where it takes its upstream's output in the chain (None first).
 
         A task joins its upstream's chain when it is that upstream's only consumer, takes
         its output whole, and has the same Ray options and no scheduling strategy of its
@@ -70,31 +72,32 @@ class GraphRunner:
         """
         needed = self._needed(graph)
         consumers = Counter(u for task_id in needed for u in set(graph.tasks[task_id].upstream))
-        chains: list[list[str]] = []
-        chain_of: dict[str, list[str]] = {}
+        chains: list[list[tuple[str, int | str | None]]] = []
+        chain_of: dict[str, list[tuple[str, int | str | None]]] = {}
         for task_id in needed:
             spec = graph.tasks[task_id]
-            chain = None
+            chain, slot = None, None
             if len(spec.upstream) == 1:
                 upstream = spec.upstream[0]
                 joinable = chain_of.get(upstream)
                 if (
                     joinable is not None
-                    and joinable[-1] == upstream
+                    and joinable[-1][0] == upstream
                     and consumers[upstream] == 1
                     and upstream != graph.output
-                    and self._fuses(graph.tasks[upstream], spec)
                 ):
-                    chain = joinable
+                    slot = self._slot_if_fused(graph.tasks[upstream], spec)
+                    chain = joinable if slot is not None else None
             if chain is None:
                 chain = []
                 chains.append(chain)
-            chain.append(task_id)
+            chain.append((task_id, slot))
             chain_of[task_id] = chain
         return chains
 
-    def _fuses(self, upstream: TaskSpec, spec: TaskSpec) -> bool:
-        return (
+    def _slot_if_fused(self, upstream: TaskSpec, spec: TaskSpec) -> int | str | None:
+        """Where ``spec`` takes ``upstream``'s output if it may run in its call; else None."""
+        if not (
             upstream.kind == spec.kind == "function"
             and upstream.ray_options == spec.ray_options
             # A chosen strategy (SPREAD, a node, a placement group) places each task on
@@ -102,8 +105,9 @@ class GraphRunner:
             and "scheduling_strategy" not in spec.ray_options
             and self._runs(upstream.task_id)
             and self._runs(spec.task_id)
-            and _slot(spec, upstream.task_id) is not None
-        )
+        ):
+            return None
+        return _slot(spec, upstream.task_id)
 
     def _runs(self, task_id: str) -> bool:
         return not (self._is_done(task_id) or self._continued(task_id))
@@ -158,9 +162,13 @@ class GraphRunner:
         return NOT_RECORDED
 
     def _submit_chain(
-        self, graph: Graph, chain: list[str], refs: dict[str, Any], completes: tuple[str, ...]
+        self,
+        graph: Graph,
+        chain: list[tuple[str, int | str | None]],
+        refs: dict[str, Any],
+        completes: tuple[str, ...],
     ) -> Any:
-        head = graph.tasks[chain[0]]
+        head = graph.tasks[chain[0][0]]
         if len(chain) == 1:
             standin = self.standin(head.task_id, completes)
             if isinstance(standin, Continued):
@@ -168,9 +176,12 @@ class GraphRunner:
             if standin is not NOT_RECORDED:
                 return ray.put(standin)
 
+        chained = {task_id for task_id, _ in chain}
+
         def fill(value: Any) -> Any:
             if isinstance(value, Upstream):
-                return refs.get(value.task_id)  # None where a chain's stage takes it
+                # A task in this chain has no ref: the next stage's slot takes its value.
+                return None if value.task_id in chained else refs[value.task_id]
             if isinstance(value, list):
                 return [fill(x) for x in value]
             if isinstance(value, tuple):
@@ -179,38 +190,43 @@ class GraphRunner:
                 return {k: fill(x) for k, x in value.items()}
             return value
 
-        stages, calls = [], []
-        for i, task_id in enumerate(chain):
+        def context(task_id: str) -> TaskContext:
             spec = graph.tasks[task_id]
-            ctx = TaskContext(
+            return TaskContext(
                 config=self.config,
                 workflow_id=self.workflow_id,
                 task_id=task_id,
                 options=spec.options,
                 ray_options=spec.ray_options,
-                completes=completes if task_id == chain[-1] else (),
+                completes=completes if task_id == chain[-1][0] else (),
                 graph_output=task_id == graph.output,
             )
-            if spec.kind != "function":
-                # Waits are coroutines in the manager actor: they hold no CPU slot.
-                from executor.manager import manager_for
 
-                ref = manager_for(self.config).wait.remote(ctx, spec.kind, *fill(spec.args))
-                self.submitted.append((ref, [refs[u] for u in spec.upstream if u in refs]))
-                return ref
+        upstream_refs = [refs[u] for u in head.upstream if u in refs]
+        if head.kind != "function":
+            # Waits are coroutines in the manager actor: they hold no CPU slot.
+            from executor.manager import manager_for
+
+            ctx = context(head.task_id)
+            ref = manager_for(self.config).wait.remote(ctx, head.kind, *fill(head.args))
+            self.submitted.append((ref, upstream_refs))
+            return ref
+        stages, calls = [], []
+        for task_id, slot in chain:
+            spec = graph.tasks[task_id]
             kwargs = fill(spec.kwargs)
             stages.append(
                 Stage(
-                    ctx=ctx,
+                    ctx=context(task_id),
                     function_key=spec.function_key,
                     n_args=len(spec.args),
                     kwarg_names=tuple(kwargs),
-                    slot=None if i == 0 else _slot(spec, chain[i - 1]),
+                    slot=slot,
                 )
             )
             calls.append((self._function(graph, spec.function_key), fill(spec.args), kwargs))
         ref = submit_task(stages, calls)
-        self.submitted.append((ref, [refs[u] for u in head.upstream if u in refs]))
+        self.submitted.append((ref, upstream_refs))
         return ref
 
     def cancelable(self) -> list[ray.ObjectRef]:

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import cloudpickle
@@ -37,6 +37,9 @@ from executor.errors import CheckpointError, InvalidInputError, WorkflowCancella
 from executor.logs import AttemptLog, capture
 from executor.options import TaskOptions
 from executor.status import WorkflowStatus
+
+if TYPE_CHECKING:
+    from executor.graph_runner import GraphRunner
 
 
 @dataclass(frozen=True)
@@ -240,13 +243,12 @@ def run_task(packed: bytes, *flat: Any) -> Any:
             # Ray waits for the refs now in the arguments; no worker blocks meanwhile.
             rest = [(function, args, kwargs), *calls[i + 1 :]]
             return Continued(submit_task(stages[i:], rest))
-        standin = NOT_RECORDED if recorded is None else recorded.standin(stage)
-        if standin is not NOT_RECORDED:
-            value = standin
-            continue
+        if recorded is not None:
+            standin = recorded.standin(stage.ctx.task_id, stage.ctx.completes)
+            if standin is not NOT_RECORDED:
+                value = standin
+                continue
         value = _run(stage.ctx, stage.function_key, function, args, kwargs)
-        if isinstance(value, FinalOutput) and i < len(stages) - 1:
-            value = value.value
     return value
 
 
@@ -265,27 +267,17 @@ def _retried() -> bool:
         return True
 
 
-def _recorded(stages: tuple[Stage, ...]) -> _Recorded | None:
-    """A retried call's recorded state, if its first run finished any of its tasks."""
+def _recorded(stages: tuple[Stage, ...]) -> GraphRunner | None:
+    """For a retried call whose first run finished some of its tasks: a runner that has
+    them stand in for themselves, as on a resume. None if it finished none."""
+    from executor.graph_runner import GraphRunner
+
     ctx = stages[0].ctx
     store, _ = handles(ctx.config)
     if not store.any_finished(ctx.workflow_id, [stage.ctx.task_id for stage in stages]):
         return None
-    return _Recorded(ctx)
-
-
-class _Recorded:
-    """A retried call's finished tasks stand in for themselves, as on a resume."""
-
-    def __init__(self, ctx: TaskContext) -> None:
-        from executor.graph_runner import GraphRunner
-
-        store, _ = handles(ctx.config)
-        records = {record.task_id: record for record in store.load_tasks(ctx.workflow_id)}
-        self.runner = GraphRunner(ctx.config, ctx.workflow_id, records)
-
-    def standin(self, stage: Stage) -> Any:
-        return self.runner.standin(stage.ctx.task_id, stage.ctx.completes)
+    records = {record.task_id: record for record in store.load_tasks(ctx.workflow_id)}
+    return GraphRunner(ctx.config, ctx.workflow_id, records)
 
 
 def _run(ctx: TaskContext, function_key: str, function: Any, args: tuple, kwargs: dict) -> Any:

@@ -221,10 +221,8 @@ class TaskStore:
         if new_tasks:
             # Ordered after everything so far without reading the table first.
             self._insert_tasks(conn, workflow_id, new_tasks, first_seq=_seq_now())
-        if checkpoint is None or continued:
-            return False  # no stored output: the manager records the outcome
-        if not graph_output:
-            return False
+        if checkpoint is None or continued or not graph_output:
+            return False  # no stored output (the manager records the outcome), or not it
         outcome = conn.execute(
             _FINISH_WORKFLOW,
             {

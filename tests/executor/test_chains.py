@@ -7,7 +7,7 @@ import os
 import ray
 
 from executor import workflow as api
-from tests.executor.test_options import _mark, _runs
+from tests.executor.test_options import _mark, _runs, source
 
 
 def _hop(calls: list[str]) -> list[str]:
@@ -77,12 +77,6 @@ def test_a_chain_joins_its_upstream_when_it_is_the_only_consumer(workflow, workf
 
 
 @ray.remote
-def first_step(marks: str) -> int:
-    _mark(marks, "first_step")
-    return 20
-
-
-@ray.remote
 def dies_once(x: int, marks: str) -> int:
     if _mark(marks, "dies_once") == 1:
         os._exit(1)  # the worker process dies: Ray runs the whole call again
@@ -90,13 +84,13 @@ def dies_once(x: int, marks: str) -> int:
 
 
 def test_a_retried_chain_does_not_rerun_the_tasks_it_had_checkpointed(workflow, workflow_id, marks):
-    dag = dies_once.bind(first_step.bind(str(marks)), str(marks))
+    dag = dies_once.bind(source.bind(str(marks)), str(marks))
 
-    assert workflow.run(dag, workflow_id=workflow_id) == 21
+    assert workflow.run(dag, workflow_id=workflow_id) == 11
 
-    assert _runs(marks, "first_step") == 1, "checkpointed before the worker died"
+    assert _runs(marks, "source") == 1, "checkpointed before the worker died"
     assert _runs(marks, "dies_once") == 2
-    assert workflow.get_output(workflow_id, task_id=f"{__name__}.first_step") == 20
+    assert workflow.get_output(workflow_id, task_id="tests.executor.test_options.source") == 10
 
 
 @ray.remote
