@@ -80,7 +80,8 @@ def test_max_active_holds_across_racing_creators(store, workflow_id):
 
     created = sorted(run for run, result in results.items() if result is True)
     refused = [r for r in results.values() if isinstance(r, NoFreeSlotError)]
-    assert len(created) == 2 and len(refused) == contenders - 2, results
+    assert len(created) == 2, results
+    assert len(refused) == contenders - 2, results
     assert "already has 2 active run(s)" in str(refused[0])
     assert sorted(r.workflow_id for r in store.list_workflows(name=name)) == created
     # A duplicate of a created run is a duplicate, not "full"
@@ -237,7 +238,8 @@ def test_the_output_tasks_checkpoint_records_the_workflow_successful(store, work
         None,
         "2",
     )
-    assert record.ended_at is not None and record.lease_expires_at is None
+    assert record.ended_at is not None
+    assert record.lease_expires_at is None
     # A second finish of the output (a retried task) changes nothing, and says so.
     assert store.task_finished(workflow_id, "out", _checkpoint(3), "3", started, 1) is False
     assert store.get_workflow(workflow_id).output_preview == "2"
