@@ -73,16 +73,20 @@ class Context:
             self._store = store
         return self._store
 
-    def workflow(self) -> Any:
-        """``executor.workflow`` on this database; joins ``--ray-address`` or starts Ray."""
+    def workflow(self, start_node: bool = False) -> Any:
+        """``executor.workflow`` on this database; joins ``--ray-address`` (else
+        ``$RAY_ADDRESS``) or starts a local Ray (``executor.cluster.connect``, which starts
+        a node on this host for a joining service when ``start_node``)."""
         import ray
 
         from executor import workflow
+        from executor.cluster import connect
 
         self.store()
         if not ray.is_initialized():
-            ray.init(
-                address=self.ray_address or None,
+            connect(
+                self.ray_address,
+                start_node=start_node,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
             )

@@ -6,7 +6,10 @@ import logging
 import os
 import secrets
 import signal
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,13 @@ log = logging.getLogger(__name__)
 
 #: Where a generated dashboard token is kept (mode 0600) when $GNOMON_API_TOKEN is unset.
 TOKEN_FILE = DATA_DIR / "api_token"
+
+#: Seconds a stop (Ctrl-C, SIGTERM) may take before gnomon up leaves what is still
+#: stopping and exits. Everything it leaves is durable: runs it was submitting are in the
+#: database or are ticks the next start fires again; running workflows resume. Under a
+#: supervisor's usual grace period (Docker waits 10 s by default; compose and Kubernetes
+#: give gnomon more), so a stop is never a SIGKILL.
+STOP_SECONDS = 10.0
 
 
 @click.command()
@@ -55,30 +65,29 @@ def up(gn: Context, dags: tuple[str, ...], examples: bool, host: str, port: int)
 
     from scheduler.service import SchedulerService
 
-    gn.workflow()
+    gn.workflow(start_node=True)  # joining from a host with no node: one of its own
     service = SchedulerService(REGISTRY, gn.config.database_url, storage=gn.config.storage)
     stop = _stop_on_signals()
     service.start()
     server = None
     try:
-        server = _serve_dashboard(gn, service, host, port)
+        server, url = _serve_dashboard(gn, service, host, port)
         address = ray.get_runtime_context().gcs_address
         click.echo(
             f"Gnomon is up: {len(REGISTRY)} schedule(s), database {gn.safe_url}, Ray {address}"
         )
-        if server is None:
-            click.echo("Dashboard: not installed (no web package); the scheduler runs alone")
-        else:
-            click.echo(f"Dashboard: {server[1]}")
+        click.echo(f"Dashboard: {url}")
         click.echo(f"Other gnomon commands join this Ray with: export RAY_ADDRESS={address}")
         click.echo("Press Ctrl-C to stop.")
         _wait_for(stop)
         click.echo("Stopping...", err=True)
     finally:
+        stopped = _exit_unless_stopped(STOP_SECONDS)
         if server is not None:
-            server[0].close()
-        service.stop()
-        ray.shutdown()
+            _step("the dashboard", server.close)
+        _step("the scheduler", service.stop)
+        _step("Ray", ray.shutdown)
+        stopped.set()
     click.echo("Stopped.", err=True)
 
 
@@ -138,12 +147,37 @@ def _wait_for(stop: _StopRequest) -> None:
         time.sleep(0.2)
 
 
-def _serve_dashboard(gn: Context, service: Any, host: str, port: int) -> tuple[Any, str] | None:
-    """Serve the dashboard (``web``) with waitress, if it is installed: (server, URL)."""
+def _step(what: str, stop: Callable[[], None]) -> None:
+    """One part of the stop; a failure is logged, and the rest still stop."""
+    log.info("Stopping %s", what)
     try:
-        from web import create_app, serve
-    except ImportError:
-        return None
+        stop()
+    except Exception:
+        log.exception("Stopping %s failed", what)
+
+
+def _exit_unless_stopped(seconds: float) -> threading.Event:
+    """Arm a watchdog: unless the returned event is set within ``seconds``, it ends the
+    process there, whatever is still stopping (a thread pool draining its queue, a Ray
+    shutdown on a loaded machine)."""
+    stopped = threading.Event()
+
+    def expire() -> None:
+        if stopped.wait(seconds):
+            return
+        log.warning("Stopping took more than %g s; exiting without waiting further", seconds)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    threading.Thread(target=expire, name="gnomon-stop-deadline", daemon=True).start()
+    return stopped
+
+
+def _serve_dashboard(gn: Context, service: Any, host: str, port: int) -> tuple[Any, str]:
+    """Serve the dashboard (``web``) with waitress: (server, login URL)."""
+    from web import create_app, serve
+
     token = api_token()
     app = create_app(
         {
