@@ -6,7 +6,6 @@ from executor import workflow   # was: from ray import workflow
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from typing import Any
@@ -15,6 +14,7 @@ import ray
 from ray.dag import DAGNode
 
 from executor.checkpoint import dumps, read_checkpoint
+from executor.cluster import connect
 from executor.config import StoreConfig, handles
 from executor.dag import build_graph
 from executor.errors import (
@@ -85,10 +85,7 @@ def init(database_url: str | None = None, *, storage: str | None = None) -> Stor
     global _config
     config = StoreConfig.resolve(database_url, storage)
     if not ray.is_initialized():
-        # "local" rather than None: None would also join whatever cluster `ray start`
-        # last left in /tmp/ray, which is not what "otherwise start a local Ray" means.
-        address = os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        connect(include_dashboard=False, log_to_driver=True)  # $RAY_ADDRESS, else local
     store, _ = handles(config)
     upgrade(store)
     _config = config
