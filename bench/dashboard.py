@@ -167,7 +167,7 @@ def main() -> None:
     scratch = tempfile.mkdtemp(prefix="gnomon-bench-")
     url = args.database_url or f"sqlite:///{scratch}/bench.db"
     config = StoreConfig.resolve(url, f"{scratch}/blobs")
-    store = handles(config)[0]
+    store = handles(config).store
     upgrade(store)
     threads = args.threads or (1 if url.startswith("sqlite") else 4)
     print(f"Database {store.engine.url.render_as_string(hide_password=True)}")

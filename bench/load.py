@@ -232,7 +232,7 @@ def watch_dashboard(client: RestClient, stop: threading.Event, runs: list[str]) 
 def verify(url: str, storage: str, marks: Path, ids: list[str]) -> dict[str, int]:
     from executor.config import StoreConfig, handles
 
-    store = handles(StoreConfig.resolve(url, storage))[0]
+    store = handles(StoreConfig.resolve(url, storage)).store
     statuses: dict[str, int] = {}
     for workflow_id in ids:
         status = store.get_workflow(workflow_id).status.value

@@ -91,7 +91,7 @@ def capacity(url: str, storage: str, schedules: int, duration: float) -> None:
     time.sleep(max(last_tick + 9.5 - time.time(), 0))
     cpu, wall = _cpu() - cpu_start, time.time() - wall_start
     service.stop()
-    store = handles(service.config)[0]
+    store = handles(service.config).store
     ticks = range(first_tick, last_tick + 1, 10)
     lags, missed = [], 0
     records = {r.workflow_id: r for r in store.list_workflows(limit=None)}

@@ -6,9 +6,10 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from executor.checkpoint import BlobStore
-from executor.store import SqlStore
+from executor.store import SqlStore, Store
 
 #: Gnomon's data directory: the SQLite default, blobs, the generated API token.
 DATA_DIR = Path(os.environ.get("GNOMON_HOME", Path.home() / ".gnomon"))
@@ -28,17 +29,24 @@ class StoreConfig:
         return StoreConfig(database_url=url, storage=blobs)
 
 
-_handles: dict[StoreConfig, tuple[SqlStore, BlobStore]] = {}
+class Handles(NamedTuple):
+    """A process's open handles on one ``StoreConfig``."""
+
+    store: Store
+    blobs: BlobStore
+
+
+_handles: dict[StoreConfig, Handles] = {}
 _lock = threading.Lock()
 
 
-def handles(config: StoreConfig) -> tuple[SqlStore, BlobStore]:
+def handles(config: StoreConfig) -> Handles:
     """One engine per process and database: Ray workers reuse it across tasks."""
     found = _handles.get(config)
     if found is None:
         with _lock:
             found = _handles.get(config)
             if found is None:
-                found = (SqlStore.create(config.database_url), BlobStore(config.storage))
+                found = Handles(SqlStore.create(config.database_url), BlobStore(config.storage))
                 _handles[config] = found
     return found

@@ -90,7 +90,36 @@ class NoFreeSlotError(WorkflowError):
         self.workflow_id, self.name, self.limit = workflow_id, name, limit
 
 
-class DatabaseUnavailableError(WorkflowError):
+class DatabaseError(WorkflowError):
+    """The database refused a statement (the store translates SQLAlchemy's errors)."""
+
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"Database {url} is unavailable: {reason}")
+        super().__init__(self._describe(url, reason))
         self.url = url
+        self.reason = reason
+
+    @staticmethod
+    def _describe(url: str, reason: str) -> str:
+        return f"Database {url} refused the operation: {reason}"
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database could not be reached or used (down, restarting, unreachable)."""
+
+    @staticmethod
+    def _describe(url: str, reason: str) -> str:
+        return f"Database {url} is unavailable: {reason}"
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line for a user: a Gnomon (or click) error's own message, any
+    other as ``Type: first line of its message``."""
+    message = getattr(error, "message", None)
+    try:
+        text = str(message or error)
+    except Exception:  # a user's exception that cannot even print itself
+        text = ""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if isinstance(message, str) and lines:
+        return lines[0]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

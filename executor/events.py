@@ -16,6 +16,7 @@ from typing import Any
 import ray
 from ray.dag import DAGNode
 
+from executor.dag import register_user_module
 from executor.errors import InvalidInputError, WorkflowError
 
 #: Sleeps longer than this (seconds) park the workflow in the database instead of a coroutine.
@@ -93,8 +94,6 @@ def wait_for_event(listener: type[EventListener], *args: Any, **kwargs: Any) -> 
     """A task whose output is the next event from ``listener``."""
     if not (isinstance(listener, type) and issubclass(listener, EventListener)):
         raise InvalidInputError(f"wait_for_event takes an EventListener subclass, got {listener!r}")
-    from executor.dag import register_user_module
-
     register_user_module(listener.__module__)
     return _wait_for_event.bind(listener, list(args), dict(kwargs))
 

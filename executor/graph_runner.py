@@ -3,19 +3,22 @@
 On a resume the runner is given the tasks' recorded state: a checkpointed task is not
 submitted (its stored value stands in), a task that had returned a continuation has
 its stored continuation submitted instead, and only tasks something still needs run.
+
+The runner submits through a ``Launcher`` it is given: the worker module owns the Ray
+task that runs chains, and the manager actor runs waits.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 
 from executor.checkpoint import read_checkpoint
 from executor.config import StoreConfig, handles
 from executor.dag import Graph, TaskSpec, Upstream
-from executor.runtime import NOT_RECORDED, Continued, Stage, TaskContext, submit_task
+from executor.stages import NOT_RECORDED, Call, Continued, Stage, TaskContext
 from executor.status import TaskStatus
 from executor.store import NewTask, TaskRecord
 
@@ -36,15 +39,27 @@ def new_task_rows(graph: Graph, parent_task_id: str | None = None) -> list[NewTa
     ]
 
 
+class Launcher(Protocol):
+    """How a runner puts work on the cluster."""
+
+    def chain(self, stages: tuple[Stage, ...], calls: list[Call]) -> ray.ObjectRef:
+        """Submit a chain of tasks as one Ray call; its ref is the last task's output."""
+
+    def wait(self, ctx: TaskContext, kind: str, args: tuple[Any, ...]) -> ray.ObjectRef:
+        """Submit a ``sleep`` or ``wait_for_event`` task (``kind``); its ref is its output."""
+
+
 class GraphRunner:
     def __init__(
         self,
         config: StoreConfig,
         workflow_id: str,
+        launcher: Launcher,
         state: dict[str, TaskRecord] | None = None,
     ) -> None:
         self.config = config
         self.workflow_id = workflow_id
+        self.launcher = launcher
         #: Recorded task state on a resume; None for a fresh run (nothing is done yet).
         self.state = state
         self._functions: dict[str, Any] = {}
@@ -205,10 +220,7 @@ class GraphRunner:
         upstream_refs = [refs[u] for u in head.upstream if u in refs]
         if head.kind != "function":
             # Waits are coroutines in the manager actor: they hold no CPU slot.
-            from executor.manager import manager_for
-
-            ctx = context(head.task_id)
-            ref = manager_for(self.config).wait.remote(ctx, head.kind, *fill(head.args))
+            ref = self.launcher.wait(context(head.task_id), head.kind, fill(head.args))
             self.submitted.append((ref, upstream_refs))
             return ref
         stages, calls = [], []
@@ -225,7 +237,7 @@ class GraphRunner:
                 )
             )
             calls.append((self._function(graph, spec.function_key), fill(spec.args), kwargs))
-        ref = submit_task(stages, calls)
+        ref = self.launcher.chain(tuple(stages), calls)
         self.submitted.append((ref, upstream_refs))
         return ref
 

@@ -9,7 +9,6 @@ database; a dead manager's workflows read RESUMABLE and any process can resume t
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
@@ -18,6 +17,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from executor.actors import NAMESPACE, manager_name
 from executor.checkpoint import loads, make_checkpoint, preview, read_checkpoint
 from executor.config import StoreConfig, handles
 from executor.dag import Graph
@@ -26,16 +26,17 @@ from executor.errors import (
     WorkflowError,
     WorkflowExecutionError,
     WorkflowNotResumableError,
+    one_line,
 )
 from executor.events import SUSPEND_AFTER, HTTPListener, WorkflowSuspended, mailbox_key
 from executor.graph_runner import GraphRunner
-from executor.runtime import RAY_TASK_EVENTS, Continued, FinalOutput, TaskContext
+from executor.outputs import NOT_YET, stored_output
+from executor.stages import Continued, FinalOutput, TaskContext
 from executor.status import WorkflowStatus
 from executor.store import LEASE_TTL, Checkpoint, owner_id
+from executor.worker import RAY_TASK_EVENTS, RayLauncher
 
 log = logging.getLogger(__name__)
-
-NAMESPACE = "gnomon"
 #: How often the manager looks for events it was not told about, for all mailboxes at once.
 MAILBOX_POLL = 1.0
 #: A waiter re-reads its own mailbox this often even without a wake-up: a safety net.
@@ -93,7 +94,7 @@ class WorkflowManager:
         execution = self.executions.get(workflow_id)
         if execution is not None:
             return execution
-        store, _ = handles(self.config)
+        store = handles(self.config).store
         acquired = leased_to == self.owner or await asyncio.to_thread(
             store.acquire, workflow_id, self.owner
         )
@@ -141,7 +142,7 @@ class WorkflowManager:
             )
         # A task cancelled before its first step never ran its handler: record it here
         # (guarded by the owner, so a second write is harmless).
-        store, _ = handles(self.config)
+        store = handles(self.config).store
         await asyncio.to_thread(store.finish, workflow_id, self.owner, WorkflowStatus.CANCELED)
         return True
 
@@ -157,7 +158,7 @@ class WorkflowManager:
             if not fresh:
                 records = await asyncio.to_thread(store.load_tasks, workflow_id)
                 state = {record.task_id: record for record in records}
-            runner = GraphRunner(self.config, workflow_id, state)
+            runner = GraphRunner(self.config, workflow_id, RayLauncher(self.config), state)
             self.runners[workflow_id] = runner
             if state is None:
                 # A fresh run reads nothing: submitting is quick, non-blocking Ray calls.
@@ -175,7 +176,7 @@ class WorkflowManager:
             await self._outcomes.record(
                 workflow_id, WorkflowStatus.FAILED, None, failure_text(cause)
             )
-            raise WorkflowExecutionError(workflow_id, _one_line(cause)) from cause
+            raise WorkflowExecutionError(workflow_id, one_line(cause)) from cause
         except Exception as error:  # e.g. a stored graph that no longer unpickles here
             await asyncio.to_thread(
                 store.finish,
@@ -185,7 +186,7 @@ class WorkflowManager:
                 None,
                 f"Workflow could not be started: {type(error).__name__}: {error}",
             )
-            raise WorkflowExecutionError(workflow_id, _one_line(error)) from error
+            raise WorkflowExecutionError(workflow_id, one_line(error)) from error
         if isinstance(value, FinalOutput):  # its task recorded the outcome with its checkpoint
             return value.value
         await self._outcomes.record(workflow_id, WorkflowStatus.SUCCESSFUL, preview(value))
@@ -194,7 +195,7 @@ class WorkflowManager:
     async def _suspend(self, workflow_id: str, wake_at: float) -> Any:
         """Park the workflow in the database; if this manager is still alive at
         ``wake_at`` it resumes the workflow itself (the scheduler would otherwise)."""
-        store, _ = handles(self.config)
+        store = handles(self.config).store
         self.runners.pop(workflow_id, None)
         await asyncio.to_thread(store.suspend, workflow_id, self.owner, wake_at)
         await asyncio.sleep(max(0.0, wake_at - time.time()))
@@ -206,7 +207,7 @@ class WorkflowManager:
 
     async def wait(self, ctx: TaskContext, kind: str, *args: Any) -> Any:
         """Run a ``sleep`` or ``wait_for_event`` task as a coroutine; return its output."""
-        store, _ = handles(self.config)
+        store = handles(self.config).store
         started = time.time()
         if kind == "sleep":
             wake_at = await asyncio.to_thread(
@@ -292,7 +293,7 @@ class WorkflowManager:
     async def _poll_mail(self) -> None:
         """Events sent by a process that cannot reach this actor (``notify``) are found
         here: one query a second for all waiting mailboxes, however many there are."""
-        store, _ = handles(self.config)
+        store = handles(self.config).store
         while True:
             await asyncio.sleep(MAILBOX_POLL)
             waiting = list(self._mail)
@@ -317,24 +318,9 @@ class WorkflowManager:
             return await asyncio.shield(execution)
         store, blobs = handles(self.config)
         while True:
-            record = await asyncio.to_thread(store.get_workflow, workflow_id)
-            target = task_id or record.output_task_id
-            assert target is not None
-            task = await asyncio.to_thread(store.get_task, workflow_id, target)
-            if task.output_task_id is not None:
-                checkpoint = await asyncio.to_thread(
-                    store.load_checkpoint, workflow_id, task.output_task_id
-                )
-                if checkpoint is not None:
-                    return read_checkpoint(checkpoint, blobs)
-            if record.status == WorkflowStatus.FAILED:
-                raise WorkflowExecutionError(workflow_id, (record.error or "").strip()[-500:])
-            if record.status == WorkflowStatus.CANCELED:
-                raise WorkflowCancellationError(workflow_id)
-            if record.status not in (WorkflowStatus.RUNNING, WorkflowStatus.PENDING):
-                raise WorkflowNotResumableError(
-                    workflow_id, f"it is {record.status.value} and its output is not stored"
-                )
+            value = await asyncio.to_thread(stored_output, store, blobs, workflow_id, task_id)
+            if value is not NOT_YET:
+                return value
             await asyncio.sleep(0.05)
 
     # ----------------------------------------------------------------- leases
@@ -357,7 +343,7 @@ class WorkflowManager:
         owned = list(self.executions)
         if not owned:
             return
-        store, _ = handles(self.config)
+        store = handles(self.config).store
         await asyncio.to_thread(store.renew, self.owner, owned)
         current = await asyncio.to_thread(store.owners, owned)
         for workflow_id, (status, owner) in current.items():
@@ -420,7 +406,7 @@ class _Outcomes:
         await written
 
     async def _write(self) -> None:
-        store, _ = handles(self.config)
+        store = handles(self.config).store
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
@@ -433,11 +419,6 @@ class _Outcomes:
                 for _, written in batch:
                     if not written.done():
                         written.set_result(None)
-
-
-def _one_line(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 async def _follow(ref: Any) -> Any:
@@ -458,9 +439,8 @@ def manager_for(config: StoreConfig) -> Any:
     """The cluster's manager for this database, created on first use."""
     handle = _handles.get(config)
     if handle is None:
-        digest = hashlib.sha1(f"{config.database_url}|{config.storage}".encode()).hexdigest()
         handle = _RemoteManager.options(
-            name=f"gnomon-manager-{digest[:12]}",
+            name=manager_name(config),
             namespace=NAMESPACE,
             lifetime="detached",
             get_if_exists=True,

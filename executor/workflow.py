@@ -13,7 +13,7 @@ from typing import Any
 import ray
 from ray.dag import DAGNode
 
-from executor.checkpoint import dumps, read_checkpoint
+from executor.checkpoint import dumps
 from executor.cluster import connect
 from executor.config import StoreConfig, handles
 from executor.dag import build_graph
@@ -37,9 +37,10 @@ from executor.events import (
 from executor.graph_runner import new_task_rows
 from executor.manager import manager_for
 from executor.options import options
-from executor.runtime import Continuation, current_task
+from executor.outputs import NOT_YET, stored_output
+from executor.stages import Continuation, current_task
 from executor.status import ACTIVE, RESUMABLE_FROM, WorkflowStatus
-from executor.store import SqlStore
+from executor.store import Store
 from executor.store.migrate import upgrade
 
 __all__ = [
@@ -86,17 +87,16 @@ def init(database_url: str | None = None, *, storage: str | None = None) -> Stor
     config = StoreConfig.resolve(database_url, storage)
     if not ray.is_initialized():
         connect(include_dashboard=False, log_to_driver=True)  # $RAY_ADDRESS, else local
-    store, _ = handles(config)
-    upgrade(store)
+    upgrade(handles(config).store)
     _config = config
     return config
 
 
-def _ensure() -> tuple[StoreConfig, SqlStore]:
+def _ensure() -> tuple[StoreConfig, Store]:
     if _config is None:
         init()
     assert _config is not None
-    return _config, handles(_config)[0]
+    return _config, handles(_config).store
 
 
 def _check_id(workflow_id: Any) -> str:
@@ -177,7 +177,7 @@ def submit(
     data = dumps(graph)
     blob = None
     if len(data) > (1 << 20):
-        blob = handles(config)[1].put(workflow_id, "graph", data)
+        blob = handles(config).blobs.put(workflow_id, "graph", data)
     manager = manager_for(config)
     owner = _manager_owner(config)
     created = store.create_workflow(
@@ -277,33 +277,10 @@ def get_output(workflow_id: str, *, task_id: str | None = None) -> Any:
 def get_output_async(workflow_id: str, *, task_id: str | None = None) -> ray.ObjectRef:
     """A ref to the workflow's output (or one task's), waiting if it is still running."""
     config, store = _ensure()
-    record = store.get_workflow(_check_id(workflow_id))
-    target = task_id or record.output_task_id
-    if target is None:
-        raise WorkflowNotResumableError(workflow_id, "it has no output task")
-    task = store.get_task(workflow_id, target)
-    if task.output_task_id is not None:
-        checkpoint = store.load_checkpoint(workflow_id, task.output_task_id)
-        if checkpoint is not None:
-            return ray.put(read_checkpoint(checkpoint, handles(config)[1]))
-    if record.status == WorkflowStatus.FAILED:
-        raise WorkflowExecutionError(workflow_id, _last_line(record.error))
-    if record.status == WorkflowStatus.CANCELED:
-        raise WorkflowCancellationError(workflow_id)
-    if record.status == WorkflowStatus.RESUMABLE:
-        raise (
-            WorkflowNotResumableError(
-                workflow_id, "its owner died before it finished; resume it first"
-            )
-            if task_id
-            else WorkflowExecutionError(workflow_id, "its owner died; resume it")
-        )
-    return manager_for(config).output.remote(workflow_id, task_id)
-
-
-def _last_line(text: str | None) -> str:
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
+    value = stored_output(store, handles(config).blobs, _check_id(workflow_id), task_id)
+    if value is NOT_YET:
+        return manager_for(config).output.remote(workflow_id, task_id)
+    return ray.put(value)
 
 
 def get_status(workflow_id: str) -> WorkflowStatus:
@@ -397,7 +374,7 @@ def delete(workflow_id: str) -> None:
     if record.status in ACTIVE:
         raise WorkflowStillActiveError(workflow_id, "delete")
     store.delete_workflow(workflow_id)
-    handles(config)[1].delete_workflow(workflow_id)
+    handles(config).blobs.delete_workflow(workflow_id)
 
 
 # ---------------------------------------------------------------- composing

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from executor import errors
 from scheduler.errors import InvalidTargetError
 from scheduler.registry import REGISTRY, Registry
 
@@ -180,11 +181,7 @@ def one_line(error: BaseException, path: Path | None = None) -> str:
     """A user's error in one printable line: ``RuntimeError: config missing (at half.py,
     line 9)``, with the deepest line of ``path`` it passed through (a SyntaxError names
     its own), so the log needs no traceback."""
-    try:
-        lines = str(error).strip().splitlines()
-    except Exception:  # the user's exception cannot even print itself
-        lines = []
-    line = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    line = errors.one_line(error)
     if len(line) > MAX_ERROR_CHARS:
         line = line[: MAX_ERROR_CHARS - 3] + "..."
     if path is not None and not isinstance(error, SyntaxError):

@@ -12,14 +12,12 @@ import logging
 import math
 import threading
 import time
-import traceback
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import ray
-import sqlalchemy as sa
 
 from executor import workflow
 from executor.errors import (
@@ -29,7 +27,7 @@ from executor.errors import (
     WorkflowNotFoundError,
 )
 from executor.status import HOLDS_SLOT
-from executor.store import SqlStore
+from executor.store import Store
 from scheduler.errors import DagFactoryError, RunExistsError
 from scheduler.loader import one_line
 from scheduler.registry import Run, Schedule, format_logical_date, run_id
@@ -61,7 +59,7 @@ class ActiveRuns:
     plus the runs this process started since: a snapshot read before their insert
     cannot show them."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
         self._lock = threading.Lock()
         self._snapshot: dict[str, set[str]] = {}
@@ -95,7 +93,7 @@ class ActiveRuns:
 
 
 class RunLauncher:
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.active = ActiveRuns(store)
         self._refs: list[tuple[str, ray.ObjectRef]] = []
@@ -170,21 +168,19 @@ class RunLauncher:
         # A tick's slot is checked again in the insert: this process's count of active
         # runs cannot see what another replica started a moment ago.
         limited = run.trigger == "schedule" and schedule.trigger.kind != "date"
-        try:
-            return workflow.submit(
-                dag,
-                (),
-                {},
-                workflow_id=run.workflow_id,
-                metadata=run_metadata(schedule, run),
-                name=schedule.name,
-                trigger=run.trigger,
-                if_exists="ignore",
-                max_active=schedule.max_active_runs if limited else None,
-            )
-        except sa.exc.IntegrityError:
-            # Another replica inserted the same id between our check and our insert.
-            return None
+        # A replica that inserted the same id first makes this a no-op (None): the insert
+        # ignores a duplicate id.
+        return workflow.submit(
+            dag,
+            (),
+            {},
+            workflow_id=run.workflow_id,
+            metadata=run_metadata(schedule, run),
+            name=schedule.name,
+            trigger=run.trigger,
+            if_exists="ignore",
+            max_active=schedule.max_active_runs if limited else None,
+        )
 
     def _duplicate(self, workflow_id: str, trigger: str) -> None:
         if trigger != "schedule":
@@ -234,13 +230,7 @@ class RunLauncher:
             try:
                 ray.get(ref, timeout=0)
             except Exception as error:
-                log.info("Run %s ended: %s", workflow_id, _describe(error))
+                log.info("Run %s ended: %s", workflow_id, one_line(error))
         with self._refs_lock:
             self._refs.extend(pending)
             return len(self._refs)
-
-
-def _describe(error: BaseException) -> str:
-    lines = traceback.format_exception_only(type(error), error)
-    text = "".join(lines).strip().splitlines()
-    return text[-1] if text else type(error).__name__

@@ -91,7 +91,7 @@ class SchedulerService:
     ) -> None:
         self.registry = registry
         self.config = StoreConfig.resolve(database_url, storage)
-        self.store = handles(self.config)[0]
+        self.store = handles(self.config).store
         self.launcher = RunLauncher(self.store)
         self.recovery_interval = recovery_interval
         self._pool = ThreadPoolExecutor(LAUNCH_THREADS, thread_name_prefix="gnomon-launch")

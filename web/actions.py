@@ -14,7 +14,6 @@ import os
 import time
 from typing import Any
 
-import sqlalchemy as sa
 from flask import current_app
 
 from executor.events import MAX_PAYLOAD_BYTES
@@ -175,8 +174,6 @@ def trigger(name: str, params: dict[str, Any], label: str) -> str:
     service = _service()
     try:
         workflow_id: str = service.trigger(name, params, trigger=label)
-    except sa.exc.SQLAlchemyError as error:
-        raise http_error(error) or Unavailable("The database refused the trigger") from None
     except Exception as error:
         if http_error(error) is not None:
             raise

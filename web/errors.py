@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from executor.errors import (
+    DatabaseError,
     DatabaseUnavailableError,
     InvalidInputError,
     TaskNotFoundError,
@@ -99,6 +100,8 @@ def http_error(error: BaseException) -> HttpError | None:
         return error
     if isinstance(error, DatabaseUnavailableError) or _lost_database(error):
         return DatabaseUnavailable()
+    if isinstance(error, (DatabaseError, sa.exc.SQLAlchemyError)):
+        return Unavailable("The database refused the operation; see the server's log")
     for kind, answer in _BY_TYPE:
         if isinstance(error, kind):
             message = getattr(error, "message", None) or str(error)
@@ -107,5 +110,6 @@ def http_error(error: BaseException) -> HttpError | None:
 
 
 def _lost_database(error: BaseException) -> bool:
-    """A connection that failed or broke: the server is down, restarting or unreachable."""
+    """A connection that failed or broke: the server is down, restarting or unreachable.
+    (The store translates its own errors; APScheduler's job store raises SQLAlchemy's.)"""
     return isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError))

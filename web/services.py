@@ -15,7 +15,7 @@ from web.errors import BadRequest
 def attach_store(app: Flask) -> None:
     """Open (and migrate) the database named by ``DATABASE_URL`` and ``STORAGE``."""
     config = StoreConfig.resolve(app.config.get("DATABASE_URL"), app.config.get("STORAGE"))
-    store = handles(config)[0]
+    store = handles(config).store
     upgrade(store)
     app.extensions["gnomon.config"] = config
     app.extensions["gnomon.store"] = store

@@ -1,14 +1,30 @@
-"""The SQL store: workflows, tasks, checkpoints and leases. See ``SqlStore`` for the contract."""
+"""Durable state: workflows, tasks, checkpoints, leases and mailboxes.
 
-from executor.store.records import Checkpoint, NewTask, TaskLog, TaskRecord, WorkflowRecord
-from executor.store.sql import LEASE_TTL, SqlStore, owner_id
+``Store`` (``base.py``) is the contract; ``SqlStore.create(url)`` opens the SQLite or
+PostgreSQL implementation. Callers see only the contract and the frozen records.
+"""
+
+from executor.store import postgres, sqlite  # noqa: F401  (register the databases)
+from executor.store.base import Store
+from executor.store.leases import LEASE_TTL, owner_id
+from executor.store.records import (
+    Checkpoint,
+    EventRecord,
+    NewTask,
+    TaskLog,
+    TaskRecord,
+    WorkflowRecord,
+)
+from executor.store.sql import SqlStore
 
 __all__ = [
     "LEASE_TTL",
     "Checkpoint",
+    "EventRecord",
     "NewTask",
-    "TaskLog",
     "SqlStore",
+    "Store",
+    "TaskLog",
     "TaskRecord",
     "WorkflowRecord",
     "owner_id",

@@ -1,61 +1,25 @@
-"""The store's part for waiting: the event mailbox, sleep wake times, suspended workflows.
-
-A mixin of ``SqlStore``; it shares the store's transactions and retry policy.
-"""
+"""The store's part for waiting: the event mailbox, sleep wake times, suspended workflows."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from executor.errors import InvalidInputError, WorkflowNotFoundError
 from executor.status import TaskStatus, WorkflowStatus
-from executor.store.schema import events, tasks, workflows
-
-if TYPE_CHECKING:
-    from executor.store.records import Checkpoint
-
-T = TypeVar("T")
+from executor.store.records import Checkpoint, EventRecord
+from executor.store.tasks import TaskStore
 
 #: Workflows that can no longer receive events.
 _CLOSED = {WorkflowStatus.SUCCESSFUL.value, WorkflowStatus.CANCELED.value}
 
 
-@dataclass(frozen=True)
-class EventRecord:
-    event_id: int
-    workflow_id: str
-    event_key: str
-    payload: Any
-    created_at: float
-    consumed_by: str | None
-    consumed_at: float | None
-
-
-class MailboxStore:
-    # Provided by SqlStore.
-    _write: Callable[[], AbstractContextManager[Connection]]
-    _read: Callable[[], AbstractContextManager[Connection]]
-    _retrying: Callable[[Callable[[], T]], T]
-    _finish_task: Callable[..., bool]
-
-    def _lock_oldest(self, query: sa.Select) -> sa.Select:
-        """Dialects that can, lock the row so two waiters never take one event."""
-        return query
-
-    def _locked(self, query: sa.Select) -> sa.Select:
-        """Dialects that can, lock the rows read (SQLite's IMMEDIATE write lock covers it)."""
-        return query
-
+class MailboxStore(TaskStore):
     def send_event(self, workflow_id: str, event_key: str, payload_json: str) -> int:
-        """Store an event for ``workflow_id``, even if nothing waits for it yet."""
+        workflows, events = self.tables.workflows, self.tables.events
 
         def write() -> int:
             with self._write() as conn:
@@ -73,7 +37,7 @@ class MailboxStore:
                         workflow_id=workflow_id,
                         event_key=event_key,
                         payload=payload_json,
-                        created_at=time.time(),
+                        created_at=self.clock(),
                     )
                 )
                 key = result.inserted_primary_key
@@ -91,24 +55,16 @@ class MailboxStore:
         started_at: float,
         completes: Sequence[str] = (),
     ) -> tuple[str, Any] | Checkpoint | None:
-        """Take the oldest unconsumed event for this key and checkpoint the waiting task
-        with ``(event_key, payload)``, in one transaction: each event is delivered to
-        exactly one wait. If the task already has its event, return that checkpoint."""
-        from executor.store.records import Checkpoint
-        from executor.store.schema import checkpoints
+        tasks, events = self.tables.tasks, self.tables.events
 
         def take() -> tuple[str, Any] | Checkpoint | None:
             with self._write() as conn:
                 task = (tasks.c.workflow_id == workflow_id) & (tasks.c.task_id == task_id)
-                status = conn.execute(self._locked(sa.select(tasks.c.status).where(task)))
+                status = conn.execute(self._lock(sa.select(tasks.c.status).where(task)))
                 if status.scalar() == TaskStatus.SUCCESSFUL.value:
-                    row = conn.execute(
-                        sa.select(checkpoints)
-                        .where(checkpoints.c.workflow_id == workflow_id)
-                        .where(checkpoints.c.task_id == task_id)
-                    ).first()
-                    if row is not None:
-                        return Checkpoint(row.kind, row.data, row.blob, row.size)
+                    found = self._checkpoint_in(conn, workflow_id, task_id)
+                    if found is not None:
+                        return found
                 query = (
                     sa.select(events.c.event_id, events.c.payload)
                     .where(events.c.workflow_id == workflow_id)
@@ -117,27 +73,28 @@ class MailboxStore:
                     .order_by(events.c.event_id)
                     .limit(1)
                 )
-                row = conn.execute(self._lock_oldest(query)).first()
+                row = conn.execute(self._lock(query, skip_locked=True)).first()
                 if row is None:
                     return None
                 payload = json.loads(row.payload)
                 conn.execute(
                     events.update()
                     .where(events.c.event_id == row.event_id)
-                    .values(consumed_by=task_id, consumed_at=time.time())
+                    .values(consumed_by=task_id, consumed_at=self.clock())
                 )
                 checkpoint, text = checkpoint_for(payload)
-                self._finish_task(
-                    conn, workflow_id, task_id, checkpoint, text, started_at, 1, completes
+                params = self._finish_params(
+                    workflow_id, task_id, checkpoint, text, started_at, 1, completes
                 )
+                self._finish_task(conn, params, checkpoint)
                 return (event_key, payload)
 
         return self._retrying(take)
 
     def mailboxes_with_mail(self, mailboxes: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these (workflow_id, event_key) mailboxes hold an unconsumed event."""
         if not mailboxes:
             return set()
+        events = self.tables.events
         wanted = set(mailboxes)
         with self._read() as conn:
             rows = conn.execute(
@@ -149,6 +106,7 @@ class MailboxStore:
             return {(row.workflow_id, row.event_key) for row in rows} & wanted
 
     def list_events(self, workflow_id: str) -> list[EventRecord]:
+        events = self.tables.events
         with self._read() as conn:
             rows = conn.execute(
                 sa.select(events)
@@ -169,13 +127,13 @@ class MailboxStore:
             ]
 
     def task_waiting(self, workflow_id: str, task_id: str, wake_at: float | None = None) -> float:
-        """Mark a task WAITING; a sleep's wake time is recorded once and returned as stored."""
+        tasks = self.tables.tasks
 
         def write() -> float:
             with self._write() as conn:
                 values: dict[str, Any] = {
                     "status": TaskStatus.WAITING.value,
-                    "started_at": sa.func.coalesce(tasks.c.started_at, time.time()),
+                    "started_at": sa.func.coalesce(tasks.c.started_at, self.clock()),
                 }
                 if wake_at is not None:
                     values["wake_at"] = sa.func.coalesce(tasks.c.wake_at, wake_at)
@@ -187,7 +145,7 @@ class MailboxStore:
         return self._retrying(write)
 
     def suspend(self, workflow_id: str, owner: str, wake_at: float) -> bool:
-        """Park a workflow until ``wake_at``: no owner, nothing running, PENDING."""
+        workflows = self.tables.workflows
 
         def write() -> bool:
             with self._write() as conn:
@@ -202,12 +160,12 @@ class MailboxStore:
                         wake_at=wake_at,
                     )
                 )
-                return result.rowcount == 1
+                return bool(result.rowcount == 1)
 
         return self._retrying(write)
 
     def due_wakeups(self, before: float) -> list[tuple[str, float]]:
-        """Suspended workflows to wake by ``before``, soonest first."""
+        workflows = self.tables.workflows
         with self._read() as conn:
             rows = conn.execute(
                 sa.select(workflows.c.workflow_id, workflows.c.wake_at)
@@ -219,6 +177,7 @@ class MailboxStore:
             return [(row.workflow_id, row.wake_at) for row in rows]
 
     def waiting_tasks(self, workflow_ids: Sequence[str]) -> Iterator[tuple[str, str]]:
+        tasks = self.tables.tasks
         with self._read() as conn:
             rows = conn.execute(
                 sa.select(tasks.c.workflow_id, tasks.c.task_id)

@@ -59,6 +59,19 @@ class TaskLog:
 
 
 @dataclass(frozen=True)
+class EventRecord:
+    """An event in a workflow's mailbox; ``consumed_by`` is the wait that took it."""
+
+    event_id: int
+    workflow_id: str
+    event_key: str
+    payload: Any
+    created_at: float
+    consumed_by: str | None
+    consumed_at: float | None
+
+
+@dataclass(frozen=True)
 class NewTask:
     """A task row to insert when a workflow or a continuation is expanded."""
 

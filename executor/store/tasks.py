@@ -1,45 +1,38 @@
-"""The store's part for tasks: rows, checkpoints and logs; the executor's hot path.
-
-A mixin of ``SqlStore``: it shares the store's transactions and retry policy. The
-statements a task's finish runs are built once, at import.
-"""
+"""The store's part for tasks: rows, checkpoints and logs; the executor's hot path."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from executor.errors import TaskNotFoundError
-from executor.status import TaskStatus, WorkflowStatus
+from executor.errors import TaskNotFoundError, WorkflowNotFoundError
+from executor.status import TaskStatus
+from executor.store.core import SqlCore
 from executor.store.records import Checkpoint, NewTask, TaskLog, TaskRecord, dump_json
-from executor.store.schema import checkpoints, task_logs, tasks, workflows
 
-T = TypeVar("T")
+#: Statuses a task's row may be moved out of by ``set_task_status``.
+_NOT_DONE = [
+    TaskStatus.PENDING.value,
+    TaskStatus.RUNNING.value,
+    TaskStatus.WAITING.value,
+    TaskStatus.FAILED.value,
+    TaskStatus.CANCELED.value,
+]
 
 
-class TaskStore:
-    # Provided by SqlStore.
-    _write: Callable[[], AbstractContextManager[Connection]]
-    _read: Callable[[], AbstractContextManager[Connection]]
-    _retrying: Callable[[Callable[[], T]], T]
-    _insert_checkpoint: Any
-    _dialect_insert: Callable[[sa.Table], Any]
-    _insert_ignoring_duplicates: Callable[[sa.Table], Any]
-    get_workflow: Callable[[str], Any]
-
+class TaskStore(SqlCore):
     def _insert_tasks(
         self, conn: Connection, workflow_id: str, new_tasks: Sequence[NewTask], first_seq: int
     ) -> None:
         if not new_tasks:
             return
         conn.execute(
-            self._insert_ignoring_duplicates(tasks),
+            self.sql.insert_tasks,
             [
                 {
                     "workflow_id": workflow_id,
@@ -59,25 +52,17 @@ class TaskStore:
     # --------------------------------------------------------------------- tasks
 
     def tasks_started(self, workflow_id: str, started: Sequence[tuple[str, float]]) -> None:
-        """Mark tasks RUNNING (batched by the worker; see ``executor.runtime``)."""
         if not started:
             return
 
         def write() -> None:
             with self._write() as conn:
                 conn.execute(
-                    tasks.update()
-                    .where(tasks.c.workflow_id == workflow_id)
-                    .where(tasks.c.task_id == sa.bindparam("t_id"))
-                    # Not IN (...): an expanding list cannot go with executemany.
-                    .where(tasks.c.status != TaskStatus.SUCCESSFUL.value)
-                    .where(tasks.c.status != TaskStatus.CONTINUED.value)
-                    .values(
-                        status=TaskStatus.RUNNING.value,
-                        started_at=sa.bindparam("t_started"),
-                        attempts=tasks.c.attempts + 1,
-                    ),
-                    [{"t_id": task_id, "t_started": at} for task_id, at in started],
+                    self.sql.tasks_started,
+                    [
+                        {"workflow": workflow_id, "t_task": task_id, "t_started": at}
+                        for task_id, at in started
+                    ],
                 )
 
         self._retrying(write)
@@ -95,144 +80,86 @@ class TaskStore:
         log: tuple[float, str] | None = None,
         graph_output: bool = True,
     ) -> bool:
-        """Checkpoint a task's output (or, with kind "continuation", the DAG it returned).
-
-        ``completes`` are the tasks whose continuations end in this task: they finish
-        with it, pointing at its checkpoint. ``new_tasks`` are a continuation's tasks.
-        A value that is the workflow's output also records the workflow SUCCESSFUL, in
-        the same transaction; True if it did. Only its graph's output can be that: a
-        task known not to be (``graph_output=False``) skips the look. This is the
-        executor's hot path: its statements are built once, at import.
-        """
-
-        if checkpoint is not None and checkpoint.kind == "value" and not new_tasks and not log:
-            # The usual finish: a dialect may do it in one statement.
-            ended = time.time()
-            finished = self._retrying(
-                lambda: self._finish_value_at_once(
-                    workflow_id,
-                    task_id,
-                    checkpoint,
-                    output_preview,
-                    started_at,
-                    ended,
-                    attempts_delta,
-                    completes,
-                    graph_output,
-                )
-            )
-            if finished is not None:
-                return finished
+        params = self._finish_params(
+            workflow_id, task_id, checkpoint, output_preview, started_at, attempts_delta, completes
+        )
+        if self.direct is not None and params["output"] is not None and not log:
+            # The usual finish: one statement, one round trip.
+            return self._retrying(lambda: self._finish_at_once(params, graph_output))
 
         def write() -> bool:
             with self._write() as conn:
-                finished = self._finish_task(
-                    conn,
-                    workflow_id,
-                    task_id,
-                    checkpoint,
-                    output_preview,
-                    started_at,
-                    attempts_delta,
-                    completes,
-                    new_tasks,
-                    graph_output,
-                )
+                finished = self._finish_task(conn, params, checkpoint, new_tasks, graph_output)
                 if log:
                     self._save_log(conn, workflow_id, task_id, *log)
                 return finished
 
         return self._retrying(write)
 
-    def _finish_value_at_once(
+    def _finish_params(
         self,
-        workflow_id: str,
-        task_id: str,
-        checkpoint: Checkpoint,
-        output_preview: str | None,
-        started_at: float,
-        ended_at: float,
-        attempts_delta: int,
-        completes: Sequence[str],
-        graph_output: bool,
-    ) -> bool | None:
-        """``task_finished`` for a checkpointed value, in one statement: whether it
-        recorded the workflow's outcome; None where the dialect has no such statement
-        (the transaction in ``_finish_task`` is used)."""
-        return None
-
-    def _finish_task(
-        self,
-        conn: Connection,
         workflow_id: str,
         task_id: str,
         checkpoint: Checkpoint | None,
         output_preview: str | None,
         started_at: float,
         attempts_delta: int,
-        completes: Sequence[str] = (),
+        completes: Sequence[str],
+    ) -> dict[str, Any]:
+        """The parameters of every statement of a task's finish."""
+        continued = checkpoint is not None and checkpoint.kind == "continuation"
+        params = {
+            "workflow": workflow_id,
+            "task": task_id,
+            "task_status": (TaskStatus.CONTINUED if continued else TaskStatus.SUCCESSFUL).value,
+            "started": started_at,
+            "ended": None if continued else self.clock(),
+            "delta": attempts_delta,
+            "preview": output_preview,
+            # The task whose checkpoint holds the value; a continuation's comes later.
+            "output": task_id if checkpoint is not None and not continued else None,
+            "completes": list(completes),
+            "outputs": [task_id, *completes],
+        }
+        if checkpoint is not None:
+            params.update(
+                ck_kind=checkpoint.kind,
+                ck_data=checkpoint.data,
+                ck_blob=checkpoint.blob,
+                ck_size=checkpoint.size,
+            )
+        return params
+
+    def _finish_at_once(self, params: dict[str, Any], graph_output: bool) -> bool:
+        forms = self.sql.direct
+        assert forms is not None
+        if not graph_output:
+            self._send(forms.finish_task_only, params)
+            return False
+        return bool(self._send(forms.finish_task, params))
+
+    def _finish_task(
+        self,
+        conn: Connection,
+        params: dict[str, Any],
+        checkpoint: Checkpoint | None,
         new_tasks: Sequence[NewTask] = (),
         graph_output: bool = True,
     ) -> bool:
-        """The finish's statements, in ``conn``'s transaction; True if it also recorded
-        the workflow's outcome."""
-        now = time.time()
-        continued = checkpoint is not None and checkpoint.kind == "continuation"
-        status = TaskStatus.CONTINUED if continued else TaskStatus.SUCCESSFUL
+        """A finish's statements in ``conn``'s transaction (``params`` as
+        ``task_finished`` builds them); True if it also recorded the workflow's outcome."""
         if checkpoint is not None:
-            inserted = conn.execute(
-                self._insert_checkpoint,
-                {
-                    "workflow_id": workflow_id,
-                    "task_id": task_id,
-                    "kind": checkpoint.kind,
-                    "data": checkpoint.data,
-                    "blob": checkpoint.blob,
-                    "size": checkpoint.size,
-                },
-            ).first()
-            # RETURNING, not rowcount: psycopg reports -1 for a skipped ON CONFLICT.
-            if inserted is None:
+            if conn.execute(self.sql.insert_checkpoint, params).first() is None:
                 return False  # checkpointed already: the first result and its row stand
-        conn.execute(
-            _FINISH_TASK,
-            {
-                "b_workflow": workflow_id,
-                "b_task": task_id,
-                "b_status": status.value,
-                "b_started": started_at,
-                "b_ended": None if continued else now,
-                "b_delta": attempts_delta,
-                "b_preview": output_preview,
-                "b_output": None if continued or checkpoint is None else task_id,
-            },
-        )
-        if completes:
-            conn.execute(
-                _COMPLETE_TASKS,
-                {
-                    "b_workflow": workflow_id,
-                    "b_tasks": list(completes),
-                    "b_ended": now,
-                    "b_preview": output_preview,
-                    "b_output": task_id if checkpoint is not None else None,
-                },
-            )
+        conn.execute(self.sql.finish_task, params)
+        if params["completes"]:
+            conn.execute(self.sql.complete_tasks, params)
         if new_tasks:
             # Ordered after everything so far without reading the table first.
-            self._insert_tasks(conn, workflow_id, new_tasks, first_seq=_seq_now())
-        if checkpoint is None or continued or not graph_output:
+            self._insert_tasks(conn, params["workflow"], new_tasks, first_seq=_seq_now())
+        if params["output"] is None or not graph_output:
             return False  # no stored output (the manager records the outcome), or not it
-        outcome = conn.execute(
-            _FINISH_WORKFLOW,
-            {
-                "b_workflow": workflow_id,
-                "b_outputs": [task_id, *completes],
-                "b_preview": output_preview,
-                "b_ended": now,
-            },
-        )
-        return outcome.rowcount > 0
+        return bool(conn.execute(self.sql.finish_workflow, params).rowcount > 0)
 
     def task_failed(
         self,
@@ -243,49 +170,72 @@ class TaskStore:
         attempts_delta: int,
         log: tuple[float, str] | None = None,
     ) -> None:
-        """``log`` is the last attempt's (start time, captured text)."""
+        t = self.tables.tasks
 
         def write() -> None:
             with self._write() as conn:
                 if log:
                     self._save_log(conn, workflow_id, task_id, *log)
                 conn.execute(
-                    tasks.update()
-                    .where(tasks.c.workflow_id == workflow_id)
-                    .where(tasks.c.task_id == task_id)
+                    t.update()
+                    .where(t.c.workflow_id == workflow_id, t.c.task_id == task_id)
                     .values(
                         status=TaskStatus.FAILED.value,
-                        started_at=sa.func.coalesce(tasks.c.started_at, started_at),
-                        ended_at=time.time(),
-                        attempts=tasks.c.attempts + attempts_delta,
+                        started_at=sa.func.coalesce(t.c.started_at, started_at),
+                        ended_at=self.clock(),
+                        attempts=t.c.attempts + attempts_delta,
                         error=error,
                     )
                 )
 
         self._retrying(write)
 
+    def set_task_status(
+        self, workflow_id: str, task_ids: Sequence[str], status: TaskStatus
+    ) -> None:
+        t = self.tables.tasks
+
+        def write() -> None:
+            with self._write() as conn:
+                conn.execute(
+                    t.update()
+                    .where(t.c.workflow_id == workflow_id, t.c.task_id.in_(list(task_ids)))
+                    .where(t.c.status.in_(_NOT_DONE))
+                    .values(status=status.value)
+                )
+
+        self._retrying(write)
+
+    def any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
+        params = {"workflow": workflow_id, "tasks": list(task_ids)}
+        if self.direct is not None:
+            assert self.sql.direct is not None
+            forms = self.sql.direct
+            return self._retrying(lambda: bool(self._send(forms.any_finished, params)))
+
+        def read() -> bool:
+            with self._reader().connect() as conn:
+                return conn.execute(self.sql.any_finished, params).first() is not None
+
+        return self._retrying(read)
+
     # ---------------------------------------------------------------------- logs
 
     def _save_log(
         self, conn: Connection, workflow_id: str, task_id: str, started_at: float, text: str
     ) -> None:
-        values = {
-            "workflow_id": workflow_id,
-            "task_id": task_id,
-            "attempt_started_at": started_at,
-            "text": text,
-            "updated_at": time.time(),
-        }
-        insert = self._dialect_insert(task_logs).values(**values)
         conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=["workflow_id", "task_id", "attempt_started_at"],
-                set_={"text": insert.excluded.text, "updated_at": insert.excluded.updated_at},
-            )
+            self.sql.save_log,
+            {
+                "workflow": workflow_id,
+                "task": task_id,
+                "l_started": started_at,
+                "l_text": text,
+                "l_updated": self.clock(),
+            },
         )
 
     def save_logs(self, logs: Sequence[tuple[str, str, float, str]]) -> None:
-        """Write running attempts' logs: (workflow_id, task_id, attempt started_at, text)."""
         if not logs:
             return
 
@@ -297,13 +247,12 @@ class TaskStore:
         self._retrying(write)
 
     def task_logs(self, workflow_id: str, task_id: str) -> list[TaskLog]:
-        """Each attempt's captured output, oldest attempt first (attempt 1, 2, ...)."""
+        logs = self.tables.task_logs
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(task_logs)
-                .where(task_logs.c.workflow_id == workflow_id)
-                .where(task_logs.c.task_id == task_id)
-                .order_by(task_logs.c.attempt_started_at)
+                sa.select(logs)
+                .where(logs.c.workflow_id == workflow_id, logs.c.task_id == task_id)
+                .order_by(logs.c.attempt_started_at)
             )
             return [
                 TaskLog(
@@ -315,81 +264,52 @@ class TaskStore:
                 for i, row in enumerate(rows, start=1)
             ]
 
-    def set_task_status(
-        self, workflow_id: str, task_ids: Sequence[str], status: TaskStatus
-    ) -> None:
-        def write() -> None:
-            with self._write() as conn:
-                conn.execute(
-                    tasks.update()
-                    .where(tasks.c.workflow_id == workflow_id)
-                    .where(tasks.c.task_id.in_(list(task_ids)))
-                    .where(tasks.c.status.in_(_NOT_DONE))
-                    .values(status=status.value)
-                )
-
-        self._retrying(write)
-
-    def any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
-        """Whether any of these tasks has recorded its finish (a checkpoint or a
-        continuation). A Ray call that Ray runs again after its worker died asks before
-        it starts: the tasks it had finished must not run twice. Retried like a write."""
-        return self._retrying(lambda: self._any_finished(workflow_id, task_ids))
-
-    def _any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
-        with self._read() as conn:
-            row = conn.execute(
-                sa.select(tasks.c.task_id)
-                .where(tasks.c.workflow_id == workflow_id)
-                .where(tasks.c.task_id.in_(list(task_ids)))
-                .where(tasks.c.status.in_(_FINISHED))
-                .limit(1)
-            ).first()
-        return row is not None
+    # ------------------------------------------------------------------- reading
 
     def load_tasks(self, workflow_id: str) -> list[TaskRecord]:
+        t = self.tables.tasks
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(tasks).where(tasks.c.workflow_id == workflow_id).order_by(tasks.c.seq)
+                sa.select(t).where(t.c.workflow_id == workflow_id).order_by(t.c.seq)
             )
             return [_task_record(row) for row in rows]
 
     def get_task(self, workflow_id: str, task_id: str) -> TaskRecord:
+        t, w = self.tables.tasks, self.tables.workflows
         with self._read() as conn:
             row = conn.execute(
-                sa.select(tasks)
-                .where(tasks.c.workflow_id == workflow_id)
-                .where(tasks.c.task_id == task_id)
+                sa.select(t).where(t.c.workflow_id == workflow_id, t.c.task_id == task_id)
             ).first()
+            if row is None:
+                known = conn.execute(
+                    sa.select(w.c.workflow_id).where(w.c.workflow_id == workflow_id)
+                ).first()
         if row is None:
-            self.get_workflow(workflow_id)  # raises WorkflowNotFoundError first
+            if known is None:
+                raise WorkflowNotFoundError(workflow_id)
             raise TaskNotFoundError(workflow_id, task_id)
         return _task_record(row)
 
     def load_checkpoint(self, workflow_id: str, task_id: str) -> Checkpoint | None:
         with self._read() as conn:
-            row = conn.execute(
-                sa.select(checkpoints)
-                .where(checkpoints.c.workflow_id == workflow_id)
-                .where(checkpoints.c.task_id == task_id)
-            ).first()
-        if row is None:
-            return None
-        return Checkpoint(kind=row.kind, data=row.data, blob=row.blob, size=row.size)
+            return self._checkpoint_in(conn, workflow_id, task_id)
+
+    def _checkpoint_in(self, conn: Connection, workflow_id: str, task_id: str) -> Checkpoint | None:
+        c = self.tables.checkpoints
+        row = conn.execute(
+            sa.select(c).where(c.c.workflow_id == workflow_id, c.c.task_id == task_id)
+        ).first()
+        return None if row is None else _checkpoint(row)
 
     def load_checkpoints(self, workflow_id: str, task_ids: Sequence[str]) -> dict[str, Checkpoint]:
         if not task_ids:
             return {}
+        c = self.tables.checkpoints
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(checkpoints)
-                .where(checkpoints.c.workflow_id == workflow_id)
-                .where(checkpoints.c.task_id.in_(list(task_ids)))
+                sa.select(c).where(c.c.workflow_id == workflow_id, c.c.task_id.in_(list(task_ids)))
             )
-            return {
-                row.task_id: Checkpoint(kind=row.kind, data=row.data, blob=row.blob, size=row.size)
-                for row in rows
-            }
+            return {row.task_id: _checkpoint(row) for row in rows}
 
 
 def _seq_now() -> int:
@@ -397,67 +317,11 @@ def _seq_now() -> int:
     return time.time_ns() // 1000
 
 
-_FINISH_TASK = (
-    tasks.update()
-    .where(tasks.c.workflow_id == sa.bindparam("b_workflow"))
-    .where(tasks.c.task_id == sa.bindparam("b_task"))
-    .values(
-        status=sa.bindparam("b_status"),
-        started_at=sa.func.coalesce(tasks.c.started_at, sa.bindparam("b_started")),
-        ended_at=sa.bindparam("b_ended"),
-        attempts=tasks.c.attempts + sa.bindparam("b_delta"),
-        output_preview=sa.bindparam("b_preview"),
-        output_task_id=sa.bindparam("b_output"),
-        error=None,
-    )
-)
-_COMPLETE_TASKS = (
-    tasks.update()
-    .where(tasks.c.workflow_id == sa.bindparam("b_workflow"))
-    .where(tasks.c.task_id.in_(sa.bindparam("b_tasks", expanding=True)))
-    .values(
-        status=TaskStatus.SUCCESSFUL.value,
-        ended_at=sa.bindparam("b_ended"),
-        output_preview=sa.bindparam("b_preview"),
-        output_task_id=sa.bindparam("b_output"),
-    )
-)
-
-#: A finished value that is the workflow's output (its own task's, or through a chain of
-#: continuations) records the workflow's outcome with the checkpoint. The output and the
-#: SUCCESSFUL status are then one commit: a manager that dies between the two no longer
-#: leaves a finished workflow to be resumed. It also spares the manager a write (about
-#: 2% of a three-task workflow's CPU, median of 12 interleaved rounds). Only a RUNNING
-#: workflow: a cancel that came first stands.
-_FINISH_WORKFLOW = (
-    workflows.update()
-    .where(workflows.c.workflow_id == sa.bindparam("b_workflow"))
-    .where(workflows.c.status == WorkflowStatus.RUNNING.value)
-    .where(workflows.c.output_task_id.in_(sa.bindparam("b_outputs", expanding=True)))
-    .values(
-        status=WorkflowStatus.SUCCESSFUL.value,
-        output_preview=sa.bindparam("b_preview"),
-        error=None,
-        ended_at=sa.bindparam("b_ended"),
-        owner=None,
-        lease_expires_at=None,
-    )
-)
-
-#: Statuses of a task whose finish is recorded: running it again would run it twice.
-_FINISHED = [TaskStatus.SUCCESSFUL.value, TaskStatus.CONTINUED.value]
-
-_NOT_DONE = [
-    TaskStatus.PENDING.value,
-    TaskStatus.RUNNING.value,
-    TaskStatus.WAITING.value,
-    TaskStatus.FAILED.value,
-    TaskStatus.CANCELED.value,
-]
+def _checkpoint(row: Any) -> Checkpoint:
+    return Checkpoint(kind=row.kind, data=row.data, blob=row.blob, size=row.size)
 
 
 def _task_record(row: Any) -> TaskRecord:
-
     return TaskRecord(
         workflow_id=row.workflow_id,
         task_id=row.task_id,

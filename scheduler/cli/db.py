@@ -19,7 +19,7 @@ def db() -> None:
 @database_options()
 def upgrade_command(gn: Context) -> None:
     """Run the schema migrations (``gnomon up`` also runs them at start)."""
-    store = handles(gn.config)[0]
+    store = handles(gn.config).store
     before = current_revision(store)
     ran = upgrade(store)
     jobstore_for(store.checked_engine)

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -93,19 +94,47 @@ def test_max_active_holds_across_racing_creators(store, workflow_id):
         create(f"{workflow_id}@later")
 
 
-def test_acquire_respects_a_live_lease(store, workflow_id):
+class Clock:
+    """A clock a test moves by hand: leases expire without waiting for them."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def clocked(store, clock) -> Iterator[SqlStore]:
+    """A second store on the same database whose leases run by ``clock``."""
+    opened = SqlStore.create(store.url, clock=clock)
+    yield opened
+    opened.dispose()
+
+
+def test_acquire_respects_a_live_lease(clocked, clock, workflow_id):
+    store = clocked
     _create(store, workflow_id)
     first, second = owner_id("owner-a"), owner_id("owner-b")
 
-    assert store.acquire(workflow_id, first, ttl=0.5) is True
+    assert store.acquire(workflow_id, first, ttl=30) is True
     record = store.get_workflow(workflow_id)
     assert (record.owner, record.status) == (first, WorkflowStatus.RUNNING)
 
+    clock.advance(29)
     assert store.acquire(workflow_id, second) is False
     assert store.get_workflow(workflow_id).owner == first
 
     # When the first owner stops renewing, its lease lapses and anyone may take over.
-    time.sleep(0.7)
+    clock.advance(2)
     assert store.get_workflow(workflow_id).status == WorkflowStatus.RESUMABLE
     assert store.acquire(workflow_id, second) is True
     record = store.get_workflow(workflow_id)
@@ -113,15 +142,18 @@ def test_acquire_respects_a_live_lease(store, workflow_id):
     assert store.acquire(workflow_id, first) is False
 
 
-def test_renewed_lease_stays_live(store, workflow_id):
+def test_renewed_lease_stays_live(clocked, clock, workflow_id):
+    store = clocked
     _create(store, workflow_id)
     first = owner_id("owner-a")
-    assert store.acquire(workflow_id, first, ttl=0.5)
+    assert store.acquire(workflow_id, first, ttl=30)
     for _ in range(4):
-        time.sleep(0.25)
-        store.renew(first, [workflow_id], ttl=0.5)
+        clock.advance(20)
+        store.renew(first, [workflow_id], ttl=30)
     assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
     assert store.acquire(workflow_id, owner_id("owner-b")) is False
+    clock.advance(31)
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.RESUMABLE
 
 
 def test_a_dead_owner_reads_resumable_at_once(store, workflow_id):
@@ -175,11 +207,12 @@ def test_acquire_is_a_compare_and_set(store, workflow_id):
     assert (record.owner, record.status) == (winners[0], WorkflowStatus.RUNNING)
 
 
-def test_finish_by_a_former_owner_is_ignored(store, workflow_id):
+def test_finish_by_a_former_owner_is_ignored(clocked, clock, workflow_id):
+    store = clocked
     _create(store, workflow_id)
     first, second = owner_id("a"), owner_id("b")
-    assert store.acquire(workflow_id, first, ttl=0.1)
-    time.sleep(0.2)
+    assert store.acquire(workflow_id, first, ttl=10)
+    clock.advance(11)
     assert store.acquire(workflow_id, second)
 
     assert store.finish(workflow_id, first, WorkflowStatus.FAILED, error="stale") is False

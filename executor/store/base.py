@@ -1,0 +1,287 @@
+"""The store's contract: what the executor, the scheduler and the dashboard may ask of
+durable state, what each call returns, and what it raises.
+
+``SqlStore`` is the one implementation (SQLite and PostgreSQL). Everything above the
+store reads and writes through these methods and the frozen records of
+``executor.store.records``; none of it sees a table, a row or a SQLAlchemy error.
+
+Every method may raise:
+
+- ``DatabaseUnavailableError`` when the database cannot be reached. Writes first retry
+  with backoff for up to ``GNOMON_DB_RETRY_SECONDS`` (60); reads do not retry.
+- ``DatabaseError`` when the database refuses a statement for any other reason.
+
+Both derive from ``executor.errors.WorkflowError``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from executor.status import TaskStatus, WorkflowStatus
+from executor.store.leases import LEASE_TTL
+from executor.store.records import (
+    Checkpoint,
+    EventRecord,
+    NewTask,
+    TaskLog,
+    TaskRecord,
+    WorkflowRecord,
+)
+
+
+class Store(ABC):
+    """Durable state of workflows, tasks, checkpoints, leases and mailboxes.
+
+    Invariants every implementation keeps:
+
+    - A workflow row is created once: a second ``create_workflow`` of an id is a no-op.
+    - Ownership is a lease: ``acquire`` is a compare-and-set that succeeds only when the
+      workflow has no live owner, so two processes never run one workflow.
+    - A task's checkpoint is written in the transaction that marks it SUCCESSFUL or
+      CONTINUED, and a second checkpoint of the same task is ignored: the first result
+      and its row stand.
+    - Reads report a RUNNING or PENDING workflow whose owner's lease is lost (expired,
+      or its process gone) as RESUMABLE.
+    - An event is consumed by exactly one wait.
+    """
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @abstractmethod
+    def dispose(self) -> None:
+        """Close every connection; the store is not used afterwards."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """One round trip (health checks); raises ``DatabaseUnavailableError`` if it fails."""
+
+    # ---------------------------------------------------------------- workflows
+
+    @abstractmethod
+    def create_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        graph: bytes | None,
+        graph_blob: str | None,
+        output_task_id: str,
+        new_tasks: Sequence[NewTask],
+        user_metadata: dict[str, Any],
+        trigger: str = "manual",
+        owner: str | None = None,
+        ttl: float = LEASE_TTL,
+        max_active: int | None = None,
+    ) -> bool:
+        """Insert a workflow and its tasks; False (and nothing written) if the id exists.
+
+        With ``owner`` the workflow is created RUNNING under that owner's lease, which
+        spares the owner an ``acquire``; otherwise it is PENDING with no owner.
+        With ``max_active``, raises ``NoFreeSlotError`` (and writes nothing) if that many
+        workflows of ``name`` already hold a slot (``status.HOLDS_SLOT``). That is decided
+        in the insert's own transaction, so scheduler replicas with stale views of each
+        other cannot both take the last slot.
+        """
+
+    @abstractmethod
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord:
+        """The workflow's record; raises ``WorkflowNotFoundError``."""
+
+    @abstractmethod
+    def load_graph(self, workflow_id: str) -> tuple[bytes | None, str | None]:
+        """The stored graph: (its bytes, or the blob URL holding them); raises
+        ``WorkflowNotFoundError``."""
+
+    @abstractmethod
+    def list_workflows(
+        self,
+        statuses: Sequence[WorkflowStatus] | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        before: tuple[float, str] | None = None,
+        id_prefix: str | None = None,
+    ) -> list[WorkflowRecord]:
+        """Workflows newest first, filtered by status as readers see it (RESUMABLE
+        included), name and id prefix. ``before`` is the (created_at, workflow_id) of the
+        last record of the previous page."""
+
+    @abstractmethod
+    def count_by_status(self) -> dict[str, int]:
+        """How many workflows are stored in each status (as stored, not as read)."""
+
+    @abstractmethod
+    def acquire(self, workflow_id: str, owner: str, ttl: float = LEASE_TTL) -> bool:
+        """Take the lease if nobody alive holds it, and mark the workflow RUNNING; False
+        if a live owner holds it or another process took it first. Raises
+        ``WorkflowNotFoundError``."""
+
+    @abstractmethod
+    def renew(self, owner: str, workflow_ids: Sequence[str], ttl: float = LEASE_TTL) -> None:
+        """Extend ``owner``'s leases on these workflows (those it still holds)."""
+
+    @abstractmethod
+    def owners(self, workflow_ids: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+        """(stored status, owner) of each of these workflows that exists, in one read."""
+
+    @abstractmethod
+    def finish(
+        self,
+        workflow_id: str,
+        owner: str | None,
+        status: WorkflowStatus,
+        output_preview: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record the outcome and release the lease; False if ``owner`` (when given) no
+        longer owns the workflow, or it does not exist."""
+
+    @abstractmethod
+    def finish_many(
+        self, owner: str, outcomes: Sequence[tuple[str, WorkflowStatus, str | None, str | None]]
+    ) -> None:
+        """``finish`` for many workflows of one owner, in one transaction: (workflow id,
+        status, output preview, error) each. Workflows ``owner`` no longer owns are left
+        alone."""
+
+    @abstractmethod
+    def set_status(self, workflow_id: str, status: WorkflowStatus) -> None:
+        """Overwrite the stored status (a cancel of a workflow another process owns);
+        raises ``WorkflowNotFoundError``."""
+
+    @abstractmethod
+    def delete_workflow(self, workflow_id: str) -> None:
+        """Remove the workflow with its tasks, checkpoints, events and logs; raises
+        ``WorkflowNotFoundError``. Blobs are the caller's to delete."""
+
+    # --------------------------------------------------------------------- tasks
+
+    @abstractmethod
+    def tasks_started(self, workflow_id: str, started: Sequence[tuple[str, float]]) -> None:
+        """Mark tasks RUNNING at the given times: (task_id, started at) each. Tasks whose
+        finish is recorded are left alone. Every pair is applied, in one transaction."""
+
+    @abstractmethod
+    def task_finished(
+        self,
+        workflow_id: str,
+        task_id: str,
+        checkpoint: Checkpoint | None,
+        output_preview: str | None,
+        started_at: float,
+        attempts_delta: int,
+        completes: Sequence[str] = (),
+        new_tasks: Sequence[NewTask] = (),
+        log: tuple[float, str] | None = None,
+        graph_output: bool = True,
+    ) -> bool:
+        """Record a task's finish, in one transaction: its checkpoint (kind "value", or
+        "continuation" for the DAG it returned; None when it is not checkpointed), its
+        row, and the rows of ``completes``, the tasks whose continuations end in it.
+        ``new_tasks`` are a continuation's tasks; ``log`` is the last attempt's (start
+        time, captured text).
+
+        If the task was checkpointed already, nothing is written. A value that is the
+        workflow's output also records the workflow SUCCESSFUL (only while it is
+        RUNNING: a cancel that came first stands); returns True if it did. A task known
+        not to be its graph's output (``graph_output=False``) skips that look.
+        """
+
+    @abstractmethod
+    def task_failed(
+        self,
+        workflow_id: str,
+        task_id: str,
+        error: str,
+        started_at: float,
+        attempts_delta: int,
+        log: tuple[float, str] | None = None,
+    ) -> None:
+        """Mark a task FAILED with its error text; ``log`` as in ``task_finished``."""
+
+    @abstractmethod
+    def set_task_status(
+        self, workflow_id: str, task_ids: Sequence[str], status: TaskStatus
+    ) -> None:
+        """Set these tasks' status, except those whose finish is recorded."""
+
+    @abstractmethod
+    def any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
+        """Whether any of these tasks has its finish recorded (a checkpoint or a
+        continuation). Retried like a write: a Ray call that Ray runs again asks it
+        before it starts, and its answer decides whether a task runs twice."""
+
+    @abstractmethod
+    def save_logs(self, logs: Sequence[tuple[str, str, float, str]]) -> None:
+        """Write running attempts' logs: (workflow_id, task_id, attempt started at, text)
+        each; an attempt's text replaces what was stored for it."""
+
+    @abstractmethod
+    def task_logs(self, workflow_id: str, task_id: str) -> list[TaskLog]:
+        """Each attempt's captured output, oldest attempt first."""
+
+    @abstractmethod
+    def load_tasks(self, workflow_id: str) -> list[TaskRecord]:
+        """The workflow's tasks in the order they were added; [] for an unknown id."""
+
+    @abstractmethod
+    def get_task(self, workflow_id: str, task_id: str) -> TaskRecord:
+        """One task; raises ``WorkflowNotFoundError`` or ``TaskNotFoundError``."""
+
+    @abstractmethod
+    def load_checkpoint(self, workflow_id: str, task_id: str) -> Checkpoint | None:
+        """The task's checkpoint, or None if it has none."""
+
+    @abstractmethod
+    def load_checkpoints(self, workflow_id: str, task_ids: Sequence[str]) -> dict[str, Checkpoint]:
+        """The checkpoints of those of these tasks that have one."""
+
+    # ------------------------------------------------------------------- waiting
+
+    @abstractmethod
+    def send_event(self, workflow_id: str, event_key: str, payload_json: str) -> int:
+        """Store an event (JSON text) for the workflow, even if nothing waits for it yet;
+        returns its id. Raises ``WorkflowNotFoundError``, or ``InvalidInputError`` if the
+        workflow takes no more events (SUCCESSFUL or CANCELED)."""
+
+    @abstractmethod
+    def consume_event(
+        self,
+        workflow_id: str,
+        event_key: str,
+        task_id: str,
+        checkpoint_for: Callable[[Any], tuple[Checkpoint, str]],
+        started_at: float,
+        completes: Sequence[str] = (),
+    ) -> tuple[str, Any] | Checkpoint | None:
+        """Take the oldest unconsumed event for this key and checkpoint the waiting task
+        with it (``checkpoint_for(payload)`` gives the checkpoint and its preview), in one
+        transaction; returns ``(event_key, payload)``. If the task already has its event,
+        returns that checkpoint; if no event is waiting, None."""
+
+    @abstractmethod
+    def mailboxes_with_mail(self, mailboxes: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (workflow_id, event_key) mailboxes hold an unconsumed event."""
+
+    @abstractmethod
+    def list_events(self, workflow_id: str) -> list[EventRecord]:
+        """The workflow's events, oldest first, consumed or not."""
+
+    @abstractmethod
+    def task_waiting(self, workflow_id: str, task_id: str, wake_at: float | None = None) -> float:
+        """Mark a task WAITING. A sleep's ``wake_at`` is recorded once: returns the
+        stored wake time (the first one recorded), or 0.0 without one."""
+
+    @abstractmethod
+    def suspend(self, workflow_id: str, owner: str, wake_at: float) -> bool:
+        """Park the workflow until ``wake_at``: PENDING, no owner. False if ``owner`` no
+        longer owns it."""
+
+    @abstractmethod
+    def due_wakeups(self, before: float) -> list[tuple[str, float]]:
+        """Suspended workflows to wake by ``before``: (workflow_id, wake_at), soonest first."""
+
+    @abstractmethod
+    def waiting_tasks(self, workflow_ids: Sequence[str]) -> Iterator[tuple[str, str]]:
+        """(workflow_id, task_id) of the WAITING tasks of these workflows."""

@@ -1,0 +1,341 @@
+"""The store's hot-path statements, built once from the schema's tables.
+
+Creating a workflow, marking tasks started, finishing a task (its checkpoint, its row,
+the rows its continuations complete, the workflow's outcome) and recording outcomes run
+for every task of every workflow. Each is built here, once per set of tables, with
+SQLAlchemy Core. The same objects run through SQLAlchemy on both databases. On
+PostgreSQL the hottest are also composed into one statement each, from the same parts,
+and compiled once for psycopg (``DirectStatement``): one round trip, and a plain string
+on the wire. A schema change is therefore a change to ``schema.py`` alone.
+
+Bind parameters are named after what they carry, never after a column: SQLAlchemy
+reserves a column's name for its own parameter in an INSERT or UPDATE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+from executor.status import TaskStatus, WorkflowStatus
+from executor.store import schema
+from executor.store.records import NewTask, dump_json
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The store's tables; the real ones are ``schema.py``'s (``Tables.of(schema.metadata)``)."""
+
+    workflows: sa.Table
+    tasks: sa.Table
+    checkpoints: sa.Table
+    events: sa.Table
+    task_logs: sa.Table
+
+    @classmethod
+    def of(cls, metadata: sa.MetaData) -> Tables:
+        found = {table.name.removeprefix("gnomon_"): table for table in metadata.tables.values()}
+        return cls(**{name: found[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class DirectStatement:
+    """A statement compiled for psycopg: its SQL, and the values of the constants it
+    binds (statuses and the like), which every call sends along with its own."""
+
+    sql: str
+    constants: dict[str, Any]
+
+    @classmethod
+    def compile(cls, statement: sa.sql.Executable) -> DirectStatement:
+        compiled = statement.compile(dialect=_PSYCOPG)  # type: ignore[attr-defined]
+        required = {name for name, bind in compiled.binds.items() if bind.required}
+        constants = {n: v for n, v in compiled.params.items() if n not in required}
+        return cls(str(compiled), constants)
+
+    def params(self, given: dict[str, Any]) -> dict[str, Any]:
+        return {**self.constants, **given}
+
+
+_PSYCOPG = PGDialect_psycopg()
+_INSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+#: Task statuses whose finish is recorded: running the task again would run it twice.
+FINISHED = (TaskStatus.SUCCESSFUL.value, TaskStatus.CONTINUED.value)
+
+#: Workflow columns bound on insert, as ``w_<column key>``.
+WORKFLOW_ROW = "w_"
+
+
+def _p(name: str, **kw: Any) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, **kw)
+
+
+class Statements:
+    """Every hot-path statement over ``tables``, for one dialect (``sqlite`` or
+    ``postgresql``); ``direct`` holds the PostgreSQL one-statement forms."""
+
+    def __init__(self, tables: Tables, dialect: str) -> None:
+        self.tables = tables
+        self.insert = _INSERTS[dialect]
+        w, t, c, logs = tables.workflows, tables.tasks, tables.checkpoints, tables.task_logs
+
+        self.insert_workflow = (
+            self.insert(w)
+            .values({col.key: _p(WORKFLOW_ROW + col.key) for col in w.c})
+            .on_conflict_do_nothing()
+            .returning(w.c.workflow_id)
+        )
+        self.insert_tasks = self.insert(t).on_conflict_do_nothing()
+        self.insert_checkpoint = (
+            self.insert(c)
+            .values(
+                workflow_id=_p("workflow"),
+                task_id=_p("task"),
+                kind=_p("ck_kind"),
+                data=_p("ck_data"),
+                blob=_p("ck_blob"),
+                size=_p("ck_size"),
+            )
+            .on_conflict_do_nothing()
+            # RETURNING, not rowcount: psycopg reports -1 for a skipped ON CONFLICT.
+            .returning(c.c.task_id)
+        )
+        #: Run with many parameter sets at once (``t_task``, ``t_started``); an IN list
+        #: cannot go with executemany, so the finished statuses are two conditions.
+        self.tasks_started = (
+            t.update()
+            .where(t.c.workflow_id == _p("workflow"), t.c.task_id == _p("t_task"))
+            .where(t.c.status != FINISHED[0], t.c.status != FINISHED[1])
+            .values(
+                status=TaskStatus.RUNNING.value,
+                started_at=_p("t_started"),
+                attempts=t.c.attempts + 1,
+            )
+        )
+        self.finish_task = self._one_task(t).values(self._task_finished(t))
+        self.complete_tasks = (
+            t.update()
+            .where(
+                t.c.workflow_id == _p("workflow"), t.c.task_id.in_(_p("completes", expanding=True))
+            )
+            .values(self._completed(t))
+        )
+        #: A finished value that is the workflow's output (its own task's, or through a
+        #: chain of continuations) records the workflow's outcome with its checkpoint:
+        #: the output and the SUCCESSFUL status are one commit. Only a RUNNING workflow:
+        #: a cancel that came first stands.
+        self.finish_workflow = (
+            w.update()
+            .where(w.c.workflow_id == _p("workflow"), w.c.status == WorkflowStatus.RUNNING.value)
+            .where(w.c.output_task_id.in_(_p("outputs", expanding=True)))
+            .values(self._workflow_succeeded(w))
+        )
+        #: Run with many parameter sets at once (``o_*``), for one owner (``by``).
+        self.finish_outcome = (
+            w.update()
+            .where(w.c.workflow_id == _p("o_workflow"), w.c.owner == _p("by"))
+            .values(
+                status=_p("o_status"),
+                output_preview=_p("o_preview"),
+                error=_p("o_error"),
+                ended_at=_p("o_ended"),
+                owner=None,
+                lease_expires_at=None,
+            )
+        )
+        self.any_finished = (
+            sa.select(t.c.task_id)
+            .where(t.c.workflow_id == _p("workflow"), t.c.task_id.in_(_p("tasks", expanding=True)))
+            .where(self._finished(t))
+            .limit(1)
+        )
+        upsert = self.insert(logs).values(
+            workflow_id=_p("workflow"),
+            task_id=_p("task"),
+            attempt_started_at=_p("l_started"),
+            text=_p("l_text"),
+            updated_at=_p("l_updated"),
+        )
+        self.save_log = upsert.on_conflict_do_update(
+            index_elements=[logs.c.workflow_id, logs.c.task_id, logs.c.attempt_started_at],
+            set_={logs.c.text: upsert.excluded.text, logs.c.updated_at: upsert.excluded.updated_at},
+        )
+        #: A transaction-scoped lock on a text ``key`` (PostgreSQL's advisory locks).
+        self.name_lock = sa.select(
+            sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(_p("key"), 0))
+        )
+        self.direct = DirectForms(self) if dialect == "postgresql" else None
+
+    # Parts shared by the statements above and their one-statement forms.
+
+    @staticmethod
+    def _one_task(t: sa.Table) -> sa.Update:
+        return t.update().where(t.c.workflow_id == _p("workflow"), t.c.task_id == _p("task"))
+
+    @staticmethod
+    def _task_finished(t: sa.Table) -> dict[str, Any]:
+        """A task's row at its finish: ``task_status`` SUCCESSFUL or CONTINUED, ``output`` the
+        task whose checkpoint holds its value (None for a continuation)."""
+        return {
+            t.c.status: _p("task_status"),
+            t.c.started_at: sa.func.coalesce(t.c.started_at, _p("started")),
+            t.c.ended_at: _p("ended"),
+            t.c.attempts: t.c.attempts + _p("delta"),
+            t.c.output_preview: _p("preview"),
+            t.c.output_task_id: _p("output"),
+            t.c.error: None,
+        }
+
+    @staticmethod
+    def _finished(t: sa.Table) -> Any:
+        # Not IN: a compiled IN list is expanded per call, which a direct form cannot be.
+        return sa.or_(*(t.c.status == status for status in FINISHED))
+
+    @staticmethod
+    def _completed(t: sa.Table) -> dict[str, Any]:
+        """The row of a task whose continuation just finished with this value."""
+        return {
+            t.c.status: TaskStatus.SUCCESSFUL.value,
+            t.c.ended_at: _p("ended"),
+            t.c.output_preview: _p("preview"),
+            t.c.output_task_id: _p("output"),
+        }
+
+    @staticmethod
+    def _workflow_succeeded(w: sa.Table) -> dict[str, Any]:
+        return {
+            w.c.status: WorkflowStatus.SUCCESSFUL.value,
+            w.c.output_preview: _p("preview"),
+            w.c.error: None,
+            w.c.ended_at: _p("ended"),
+            w.c.owner: None,
+            w.c.lease_expires_at: None,
+        }
+
+
+def _any(name: str) -> Any:
+    """``= ANY(<array parameter>)``: PostgreSQL's list membership, one parameter."""
+    return sa.any_(_p(name, type_=postgresql.ARRAY(sa.Text)))
+
+
+def _json_rows(name: str, alias: str) -> Any:
+    """A JSON array parameter as a table of its elements (column ``value``)."""
+    return (
+        sa.func.jsonb_array_elements(sa.cast(_p(name), postgresql.JSONB))
+        .table_valued(sa.column("value", postgresql.JSONB))
+        .alias(alias)
+    )
+
+
+def _field(rows: Any, index: int) -> Any:
+    """Element ``index`` of a JSON row, as text."""
+    return rows.c.value.op("->>")(sa.literal_column(str(index)))
+
+
+class DirectForms:
+    """PostgreSQL's one-statement forms of the hot path, compiled for psycopg.
+
+    PostgreSQL runs each data-modifying part of a WITH exactly once, whether or not
+    anything reads it, so one statement can hold a whole transaction's writes.
+    """
+
+    def __init__(self, s: Statements) -> None:
+        w, t = s.tables.workflows, s.tables.tasks
+        checkpoint = s.insert_checkpoint.cte("checkpoint")
+        first = sa.exists(sa.select(checkpoint.c.task_id))
+        finished = s.finish_task.where(first)
+
+        #: ``task_finished`` of a task that is not its graph's output: the checkpoint,
+        #: then (only if it was the first for the task) the task's row.
+        self.finish_task_only = DirectStatement.compile(finished.add_cte(checkpoint))
+        #: ``task_finished`` of a graph's output: as above, plus the rows of the tasks
+        #: whose continuations end in it (``completes``) and the workflow's outcome.
+        #: Returns a row if it recorded the outcome.
+        completed = (
+            t.update()
+            .where(t.c.workflow_id == _p("workflow"), t.c.task_id == _any("completes"), first)
+            .values(s._completed(t))
+        )
+        self.finish_task = DirectStatement.compile(
+            w.update()
+            .where(w.c.workflow_id == _p("workflow"), w.c.status == WorkflowStatus.RUNNING.value)
+            .where(w.c.output_task_id == _any("outputs"), first)
+            .values(s._workflow_succeeded(w))
+            .returning(sa.literal_column("1"))
+            .add_cte(
+                checkpoint,
+                finished.returning(t.c.task_id).cte("finished"),
+                completed.returning(t.c.task_id).cte("completed"),
+            )
+        )
+        self.any_finished = DirectStatement.compile(
+            sa.select(t.c.task_id)
+            .where(t.c.workflow_id == _p("workflow"), t.c.task_id == _any("tasks"))
+            .where(s._finished(t))
+            .limit(1)
+        )
+        #: ``finish_many``: the outcomes travel as one JSON array (``outcomes``) of
+        #: [workflow id, status, output preview, error, ended at].
+        o = _json_rows("outcomes", "o")
+        self.finish_outcomes = DirectStatement.compile(
+            w.update()
+            .where(w.c.workflow_id == _field(o, 0), w.c.owner == _p("by"))
+            .values(
+                {
+                    w.c.status: _field(o, 1),
+                    w.c.output_preview: _field(o, 2),
+                    w.c.error: _field(o, 3),
+                    w.c.ended_at: sa.cast(_field(o, 4), sa.Float),
+                    w.c.owner: None,
+                    w.c.lease_expires_at: None,
+                }
+            )
+        )
+        #: ``create_workflow``: the workflow's row and, only if it is new, its tasks,
+        #: which travel as one JSON array (``tasks``) of ``json_task_row``s. One JSON
+        #: document, not an array per column: psycopg inspects every element of an array
+        #: parameter to pick its type. Returns a row per task if it created the workflow.
+        workflow = s.insert_workflow.cte("workflow")
+        r = _json_rows("tasks", "r")
+        fields = {
+            t.c.workflow_id: workflow.c.workflow_id,
+            **{t.c[key]: _field(r, i) for i, key in enumerate(TASK_FIELDS)},
+            t.c.seq: sa.cast(_field(r, TASK_FIELDS.index("seq")), sa.BigInteger),
+            t.c.status: sa.literal(TaskStatus.PENDING.value),
+            t.c.attempts: sa.literal(0),
+        }
+        self.create_workflow = DirectStatement.compile(
+            s.insert(t)
+            .from_select(
+                list(fields), sa.select(*fields.values()).join_from(workflow, r, sa.true())
+            )
+            .returning(sa.literal_column("1"))
+        )
+
+
+#: A task's fields in ``DirectForms.create_workflow``'s JSON rows, in order.
+TASK_FIELDS = ("task_id", "seq", "name", "parent_task_id", "upstream", "user_metadata")
+
+
+def json_task_row(task: NewTask, seq: int) -> list[Any]:
+    """A new task as one row of ``DirectForms.create_workflow``'s ``tasks``."""
+    row = {
+        "task_id": task.task_id,
+        "seq": seq,
+        "name": task.name,
+        "parent_task_id": task.parent_task_id,
+        "upstream": dump_json(task.upstream),
+        "user_metadata": dump_json(task.user_metadata),
+    }
+    return [row[field] for field in TASK_FIELDS]
+
+
+#: The statements over the real schema, built and compiled at import.
+STATEMENTS = {
+    dialect: Statements(Tables.of(schema.metadata), dialect) for dialect in ("sqlite", "postgresql")
+}

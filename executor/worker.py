@@ -1,0 +1,310 @@
+"""What runs inside Ray workers: chains of workflow tasks, each checkpointed.
+
+``run_task`` is the one Ray task Gnomon submits for user code. It runs a chain of
+workflow tasks (see ``executor.stages``), each fed the one before's output: the user's
+function with its retries of application errors, then the checkpoint and the task's row
+in one transaction. A task that returns a continuation has the continuation's graph
+stored and submitted from here, and returns ``Continued(ref)``, where ``ref`` is the
+continuation's output.
+
+A task that receives a ``Continued`` follows it; if the value is not ready yet, the rest
+of its chain is submitted again with the ref as an argument instead of blocking a
+worker, so continuations hold no CPU while they wait.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray import cloudpickle
+
+from executor.actors import find_manager
+from executor.checkpoint import make_checkpoint, preview
+from executor.config import StoreConfig, handles
+from executor.dag import build_graph
+from executor.errors import CheckpointError, InvalidInputError, WorkflowCancellationError
+from executor.graph_runner import GraphRunner, new_task_rows
+from executor.logs import AttemptLog, capture
+from executor.notices import NOTICES
+from executor.options import TaskOptions
+from executor.stages import (
+    NOT_RECORDED,
+    Call,
+    Continuation,
+    Continued,
+    FinalOutput,
+    Stage,
+    TaskContext,
+    flatten,
+    pack,
+    running,
+    unflatten,
+    unpack,
+)
+from executor.status import WorkflowStatus
+
+#: Ray keeps an event stream of every task for its own dashboard, state API and
+#: timeline. Gnomon records each task's state in its database, so the stream is off for
+#: Gnomon's tasks and manager calls unless ``GNOMON_RAY_TASK_EVENTS=1`` (on every node).
+RAY_TASK_EVENTS = os.environ.get("GNOMON_RAY_TASK_EVENTS", "0") not in ("", "0")
+
+
+def run_task(packed: bytes, *flat: Any) -> Any:
+    """The Ray task: a chain of workflow tasks, each fed the one before's output.
+
+    ``packed`` is the chain's ``Stage``s (``stages.pack``); ``flat`` holds each stage's
+    function and arguments, so Ray resolves the ObjectRefs among them.
+    """
+    stages = unpack(packed)
+    calls = unflatten(stages, flat)
+    recorded = _recorded(stages) if _retried() else None
+    value: Any = None
+    for i, (stage, (function, args, kwargs)) in enumerate(zip(stages, calls, strict=True)):
+        if i > 0:
+            args, kwargs = _place(stage.slot, value, args, kwargs)
+        args, kwargs, ready = _resolve(args, kwargs)
+        if not ready:
+            # Ray waits for the refs now in the arguments; no worker blocks meanwhile.
+            rest = [(function, args, kwargs), *calls[i + 1 :]]
+            return Continued(submit_chain(stages[i:], rest))
+        if recorded is not None:
+            standin = recorded.standin(stage.ctx.task_id, stage.ctx.completes)
+            if standin is not NOT_RECORDED:
+                value = standin
+                continue
+        value = _run(stage.ctx, stage.function_key, function, args, kwargs)
+    return value
+
+
+def _retried() -> bool:
+    """Whether Ray is running this call again (its worker died mid-call), so some of its
+    tasks may have finished already. A first attempt asks the store nothing: Ray's own
+    attempt number says it (not public API; where it is missing, every call asks)."""
+    try:
+        worker: Any = ray._private.worker.global_worker
+        return bool(worker.core_worker.get_current_task_attempt_number() > 0)
+    except AttributeError:
+        return True
+
+
+def _recorded(stages: tuple[Stage, ...]) -> GraphRunner | None:
+    """For a retried call whose first run finished some of its tasks: a runner that has
+    them stand in for themselves, as on a resume. None if it finished none."""
+    ctx = stages[0].ctx
+    store = handles(ctx.config).store
+    if not store.any_finished(ctx.workflow_id, [stage.ctx.task_id for stage in stages]):
+        return None
+    records = {record.task_id: record for record in store.load_tasks(ctx.workflow_id)}
+    return GraphRunner(ctx.config, ctx.workflow_id, RayLauncher(ctx.config), records)
+
+
+# ------------------------------------------------------------------ one task
+
+_functions: dict[str, Any] = {}
+
+
+def _load_function(key: str, data: Any) -> Any:
+    func = _functions.get(key)
+    if func is None:
+        func = cloudpickle.loads(data)
+        _functions[key] = func
+    return func
+
+
+def _follow(value: Any) -> tuple[Any, bool]:
+    """Follow a chain of ``Continued`` as far as it is ready; (value or ref, ready)."""
+    while isinstance(value, Continued):
+        ready, _ = ray.wait([value.ref], timeout=0, fetch_local=False)
+        if not ready:
+            return value.ref, False
+        value = ray.get(value.ref)
+    return value, True
+
+
+def _resolve(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], bool]:
+    all_ready = True
+    new_args = []
+    for arg in args:
+        value, ready = _follow(arg)
+        all_ready &= ready
+        new_args.append(value)
+    new_kwargs = {}
+    for key, arg in kwargs.items():
+        value, ready = _follow(arg)
+        all_ready &= ready
+        new_kwargs[key] = value
+    return tuple(new_args), new_kwargs, all_ready
+
+
+def _run(
+    ctx: TaskContext,
+    function_key: str,
+    function: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run one workflow task with its retries, and record how it ended."""
+    func = _load_function(function_key, function)
+    store, blobs = handles(ctx.config)
+    options = ctx.options
+    started = time.time()
+    NOTICES.started(ctx, started)
+    attempts = 0
+    error: BaseException | None = None
+    with running(ctx):
+        while True:
+            attempts += 1
+            log = AttemptLog(started if attempts == 1 else time.time())
+            NOTICES.watch(ctx, log)
+            try:
+                with capture(log):
+                    result = func(*args, **kwargs)
+                break
+            except Exception as caught:
+                log.write(_describe(caught))
+                if _should_retry(options, caught, attempts):
+                    store.save_logs([(ctx.workflow_id, ctx.task_id, log.started_at, log.text())])
+                    continue
+                if options.catch_exceptions:
+                    result, error = None, caught
+                    break
+                flushed = NOTICES.finished(ctx)
+                store.task_failed(
+                    ctx.workflow_id,
+                    ctx.task_id,
+                    _describe(caught),
+                    started,
+                    attempts - (1 if flushed else 0),
+                    log=(log.started_at, log.text()),
+                )
+                raise
+    if options.catch_exceptions:
+        result = (result, error)
+    flushed = NOTICES.finished(ctx)
+    delta = attempts - (1 if flushed else 0)
+    if isinstance(result, Continuation):
+        return _continue(ctx, result, started, delta, _log_entry(log))
+    checkpoint = None
+    try:
+        if options.checkpoint:
+            checkpoint = make_checkpoint(result, "value", blobs, ctx.workflow_id, ctx.task_id)
+    except CheckpointError as failure:
+        log.write(failure.message + "\n")
+        store.task_failed(
+            ctx.workflow_id, ctx.task_id, failure.message, started, delta, log=_log_entry(log)
+        )
+        raise
+    finished = store.task_finished(
+        ctx.workflow_id,
+        ctx.task_id,
+        checkpoint,
+        preview(result),
+        started,
+        delta,
+        completes=ctx.completes,
+        log=_log_entry(log),
+        graph_output=ctx.graph_output,
+    )
+    return FinalOutput(result) if finished else result
+
+
+def _log_entry(log: AttemptLog) -> tuple[float, str] | None:
+    text = log.text()
+    return (log.started_at, text) if text else None
+
+
+def _should_retry(options: TaskOptions, error: Exception, attempts: int) -> bool:
+    retry = options.retry_exceptions
+    if retry is False or (retry is not True and not isinstance(error, retry)):
+        return False
+    return options.max_retries < 0 or attempts <= options.max_retries
+
+
+def _describe(error: BaseException) -> str:
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def _continue(
+    ctx: TaskContext,
+    continuation: Continuation,
+    started: float,
+    delta: int,
+    log: tuple[float, str] | None,
+) -> Any:
+    store, blobs = handles(ctx.config)
+    try:
+        graph = build_graph(continuation.dag, prefix=ctx.task_id)
+    except InvalidInputError as bad:
+        store.task_failed(ctx.workflow_id, ctx.task_id, bad.message, started, delta)
+        raise
+    checkpoint = make_checkpoint(graph, "continuation", blobs, ctx.workflow_id, ctx.task_id)
+    store.task_finished(
+        ctx.workflow_id,
+        ctx.task_id,
+        checkpoint,
+        None,
+        started,
+        delta,
+        new_tasks=new_task_rows(graph, parent_task_id=ctx.task_id),
+        log=log,
+    )
+    if store.get_workflow(ctx.workflow_id).status == WorkflowStatus.CANCELED:
+        # The manager cancels the tasks it submitted; this stops the ones continuations add.
+        raise WorkflowCancellationError(ctx.workflow_id)
+    # Submitted from this worker, not through the manager: routing every expansion
+    # through one actor makes it the bottleneck of a deep recursion.
+    runner = GraphRunner(ctx.config, ctx.workflow_id, RayLauncher(ctx.config))
+    return Continued(runner.submit(graph, completes=(ctx.task_id, *ctx.completes)))
+
+
+def _place(
+    slot: int | str | None, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Put the previous stage's output where this stage takes it."""
+    if isinstance(slot, int):
+        return (*args[:slot], value, *args[slot + 1 :]), kwargs
+    assert slot is not None
+    return args, {**kwargs, slot: value}
+
+
+# ------------------------------------------------------------------ submitting
+
+_remote_run_task = ray.remote(run_task)
+_with_options: dict[str, Any] = {}
+
+
+def submit_chain(stages: tuple[Stage, ...], calls: list[Call]) -> ray.ObjectRef:
+    """Submit a chain of tasks as one Ray call; its ref is the last task's output.
+
+    The stages share their Ray options (``GraphRunner`` chains only such tasks).
+    """
+    ray_options = stages[0].ctx.ray_options
+    key = repr(sorted(ray_options.items()))
+    remote = _with_options.get(key)
+    if remote is None:
+        # A task's own ``enable_task_events`` option wins over the default.
+        remote = _remote_run_task.options(**{"enable_task_events": RAY_TASK_EVENTS, **ray_options})
+        _with_options[key] = remote
+    return remote.remote(pack(stages), *flatten(stages, calls))
+
+
+@dataclass(frozen=True)
+class RayLauncher:
+    """``GraphRunner``'s launcher on a Ray cluster: chains run as ``run_task`` calls,
+    waits as coroutines of the database's manager actor (they hold no CPU slot)."""
+
+    config: StoreConfig
+
+    def chain(self, stages: tuple[Stage, ...], calls: list[Call]) -> ray.ObjectRef:
+        return submit_chain(stages, calls)
+
+    def wait(self, ctx: TaskContext, kind: str, args: tuple[Any, ...]) -> ray.ObjectRef:
+        ref: ray.ObjectRef = find_manager(self.config).wait.remote(ctx, kind, *args)
+        return ref
