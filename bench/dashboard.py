@@ -139,7 +139,7 @@ def measure(call: Callable[[], object], repeat: int, warmup: int = 3) -> list[fl
 
 def report(label: str, times: list[float]) -> bool:
     times = sorted(times)
-    p95 = times[max(int(round(0.95 * len(times))) - 1, 0)]
+    p95 = times[max(round(0.95 * len(times)) - 1, 0)]
     ok = p95 < TARGET_MS
     print(
         f"  {label:<44} p50 {statistics.median(times):7.1f} ms   p95 {p95:7.1f} ms   "

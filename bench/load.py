@@ -35,9 +35,11 @@ from pathlib import Path
 # `ray start` turns token auth on, and Ray reads this once, at import.
 os.environ["RAY_AUTH_MODE"] = "token"
 
-import ray  # noqa: E402
-import requests  # noqa: E402
-from scratch import database, percentile  # noqa: E402
+import contextlib
+
+import ray
+import requests
+from scratch import database, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 GNOMON = str(Path(sys.executable).with_name("gnomon"))
@@ -150,10 +152,8 @@ class Deployment:
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.wait(timeout=30)
 
 

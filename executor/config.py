@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from executor.checkpoint import BlobStore
-from executor.store import SqlStore, Store
+from executor.store import SqlStore
 
 #: Gnomon's data directory: the SQLite default, blobs, the generated API token.
 DATA_DIR = Path(os.environ.get("GNOMON_HOME", Path.home() / ".gnomon"))
@@ -32,7 +32,7 @@ class StoreConfig:
 class Handles(NamedTuple):
     """A process's open handles on one ``StoreConfig``."""
 
-    store: Store
+    store: SqlStore
     blobs: BlobStore
 
 

@@ -9,6 +9,7 @@ scheme); a continuation's tasks nest under the task that returned it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 import sysconfig
@@ -87,10 +88,8 @@ def pickle_function(func: Callable[..., Any]) -> tuple[str, bytes]:
     register_user_module(getattr(func, "__module__", None) or "__main__")
     data = cloudpickle.dumps(func)
     entry = (hashlib.sha1(data).hexdigest()[:20], data)
-    try:
+    with contextlib.suppress(TypeError):
         _pickled[func] = entry
-    except TypeError:
-        pass
     return entry
 
 

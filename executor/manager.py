@@ -9,6 +9,7 @@ database; a dead manager's workflows read RESUMABLE and any process can resume t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -130,10 +131,8 @@ class WorkflowManager:
         if runner is not None:
             _cancel(runner.cancelable())
         execution.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, WorkflowError):
             await execution
-        except (asyncio.CancelledError, WorkflowError):
-            pass
         if runner is not None:
             # Once Ray has settled the first pass: the tasks it left out (their upstream is
             # now failed or done), and any cancel Ray dropped while leasing a worker.
@@ -276,10 +275,8 @@ class WorkflowManager:
                 if found is not None:
                     return found
                 self._ensure_mail_poller()
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(arrived.wait(), timeout=MAILBOX_RECHECK)
-                except asyncio.TimeoutError:
-                    pass
         finally:
             waiters = self._mail.get(mailbox, set())
             waiters.discard(arrived)
@@ -356,8 +353,7 @@ def _lost(status: WorkflowStatus, owner: str | None, me: str) -> bool:
 
     A finished row is left alone: usually it is this manager's own outcome, written (and
     the lease released) a moment before the execution returns, and stopping it then
-    would report a workflow that succeeded as canceled. Seen under load as a
-    TaskCancelledError from ``run``.
+    would report a workflow that succeeded as canceled.
     """
     if status == WorkflowStatus.CANCELED:
         return True
@@ -372,10 +368,9 @@ _SECOND_CANCEL_AFTER = 0.2
 
 def _cancel(refs: list[ray.ObjectRef]) -> None:
     for ref in refs:
-        try:
+        # Already finished, or not cancelable: nothing to stop.
+        with contextlib.suppress(Exception):
             ray.cancel(ref, recursive=True)
-        except Exception:  # already finished, or not cancelable: nothing to stop
-            pass
 
 
 #: How many early cancels a manager remembers (see ``WorkflowManager.start``).
@@ -428,9 +423,9 @@ async def _follow(ref: Any) -> Any:
     return value
 
 
-# Restarted if its process dies (seen once: a Ray reference-counting check failure under
-# rapid submit-then-cancel). The new process has a new owner id, so the old one's
-# workflows read RESUMABLE and are taken over like any dead owner's.
+# Restarted if its process dies (Ray's reference counting can abort it under rapid
+# submit-then-cancel). The new process has a new owner id, so the old one's workflows
+# read RESUMABLE and are taken over like any dead owner's.
 _RemoteManager = ray.remote(num_cpus=0, max_restarts=-1)(WorkflowManager)
 _handles: dict[StoreConfig, Any] = {}
 

@@ -22,7 +22,7 @@ VALID = {"task_id", "metadata", "catch_exceptions", "checkpoint"}
 ray_option_utils.task_options.setdefault("_metadata", ray_option_utils.Option(dict))
 
 
-class options:  # noqa: N801 - the Ray Workflows name, used as a decorator too
+class options:
     """Workflow options of a task: ``task_id``, ``metadata``, ``catch_exceptions``,
     ``checkpoint``. Unpack into ``f.options(**...)`` or decorate a remote function."""
 

@@ -46,9 +46,6 @@ from executor.store.migrate import upgrade
 __all__ = [
     "EventListener",
     "HTTPListener",
-    "send_event",
-    "sleep",
-    "wait_for_event",
     "WorkflowCancellationError",
     "WorkflowError",
     "WorkflowExecutionError",
@@ -71,6 +68,9 @@ __all__ = [
     "resume_async",
     "run",
     "run_async",
+    "send_event",
+    "sleep",
+    "wait_for_event",
 ]
 
 _config: StoreConfig | None = None

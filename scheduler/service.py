@@ -10,6 +10,7 @@ ticks into the latest one (``catchup=False``) or hands all of them over, oldest 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -197,7 +198,7 @@ class SchedulerService:
             run_id(schedule.name, schedule.trigger.at)  # type: ignore[arg-type]
         ):
             options["next_run_time"] = None  # the one-off already ran
-        try:
+        with contextlib.suppress(ConflictingIdError):  # a replica added it at the same moment
             self.scheduler.add_job(
                 jobs.stored_job,
                 trigger=schedule.trigger.build(),
@@ -214,8 +215,6 @@ class SchedulerService:
                 },
                 **options,
             )
-        except ConflictingIdError:
-            pass  # a replica added it at the same moment
 
     def remove(self, name: str) -> None:
         """Forget a schedule's job (its runs stay)."""

@@ -121,7 +121,7 @@ def parse_payload(body: bytes | str) -> Any:
         raise PayloadTooLarge(
             f"The payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} (1 MiB)"
         )
-    if not (body.strip() if isinstance(body, str) else body.strip()):
+    if not body.strip():
         raise BadRequest("The payload must be JSON (send null for no payload)")
     return parse_json(body, "The payload")
 

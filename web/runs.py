@@ -63,7 +63,7 @@ def index() -> str:
 @bp.get("/parts/runs")
 def rows() -> str:
     query = RunQuery.from_args(request.args)
-    records, next_cursor = query.fetch(store())
+    records, _next_cursor = query.fetch(store())
     return render_template("partials/run_rows.html", query=query, records=records, now=time.time())
 
 

@@ -39,7 +39,7 @@ class DirectConnections:
                 conn = psycopg.connect(*self._args, **self._kwargs)
                 self._local.conn = conn
                 self._open.add(conn)
-            cursor = conn.execute(statement.sql, values, prepare=True)  # type: ignore[arg-type]
+            cursor = conn.execute(statement.sql, values, prepare=True)
             return cursor.fetchall() if cursor.description else []
         except psycopg.Error as error:
             lost = isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError))

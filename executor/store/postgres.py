@@ -35,6 +35,8 @@ _LOST = ("connection", "terminating", "shutting down", "starting up", "timeout")
 class PostgresStore(SqlStore, backend="postgresql"):
     row_locks = True
     name_locks = True
+    #: Reads: the checked engine, in autocommit.
+    _autocommit: Engine
 
     @classmethod
     def open(cls, url: str, statements: Statements, clock: Callable[[], float]) -> PostgresStore:

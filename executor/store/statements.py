@@ -61,7 +61,7 @@ class DirectStatement:
         return {**self.constants, **given}
 
 
-_PSYCOPG = PGDialect_psycopg()
+_PSYCOPG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 _INSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 #: Task statuses whose finish is recorded: running the task again would run it twice.
@@ -178,7 +178,7 @@ class Statements:
         return t.update().where(t.c.workflow_id == _p("workflow"), t.c.task_id == _p("task"))
 
     @staticmethod
-    def _task_finished(t: sa.Table) -> dict[str, Any]:
+    def _task_finished(t: sa.Table) -> dict[sa.Column[Any], Any]:
         """A task's row at its finish: ``task_status`` SUCCESSFUL or CONTINUED, ``output`` the
         task whose checkpoint holds its value (None for a continuation)."""
         return {
@@ -197,7 +197,7 @@ class Statements:
         return sa.or_(*(t.c.status == status for status in FINISHED))
 
     @staticmethod
-    def _completed(t: sa.Table) -> dict[str, Any]:
+    def _completed(t: sa.Table) -> dict[sa.Column[Any], Any]:
         """The row of a task whose continuation just finished with this value."""
         return {
             t.c.status: TaskStatus.SUCCESSFUL.value,
@@ -207,7 +207,7 @@ class Statements:
         }
 
     @staticmethod
-    def _workflow_succeeded(w: sa.Table) -> dict[str, Any]:
+    def _workflow_succeeded(w: sa.Table) -> dict[sa.Column[Any], Any]:
         return {
             w.c.status: WorkflowStatus.SUCCESSFUL.value,
             w.c.output_preview: _p("preview"),

@@ -148,9 +148,11 @@ class TaskStore(SqlCore):
     ) -> bool:
         """A finish's statements in ``conn``'s transaction (``params`` as
         ``task_finished`` builds them); True if it also recorded the workflow's outcome."""
-        if checkpoint is not None:
-            if conn.execute(self.sql.insert_checkpoint, params).first() is None:
-                return False  # checkpointed already: the first result and its row stand
+        if (
+            checkpoint is not None
+            and conn.execute(self.sql.insert_checkpoint, params).first() is None
+        ):
+            return False  # checkpointed already: the first result and its row stand
         conn.execute(self.sql.finish_task, params)
         if params["completes"]:
             conn.execute(self.sql.complete_tasks, params)

@@ -168,9 +168,12 @@ class WorkflowStore(TaskStore):
 
     def _workflow_record(self, row: Any) -> WorkflowRecord:
         status = WorkflowStatus(row.status)
-        if status in _OWNED and row.owner is not None:
-            if lease_lost(row.owner, row.lease_expires_at, self.clock()):
-                status = WorkflowStatus.RESUMABLE
+        if (
+            status in _OWNED
+            and row.owner is not None
+            and lease_lost(row.owner, row.lease_expires_at, self.clock())
+        ):
+            status = WorkflowStatus.RESUMABLE
         return WorkflowRecord(
             workflow_id=row.workflow_id,
             name=row.name,
@@ -194,9 +197,12 @@ class WorkflowStore(TaskStore):
         w = self.tables.workflows
         now = self.clock()
         current = self.get_workflow(workflow_id)
-        if current.owner and current.owner != owner:
-            if not lease_lost(current.owner, current.lease_expires_at, now):
-                return False
+        if (
+            current.owner
+            and current.owner != owner
+            and not lease_lost(current.owner, current.lease_expires_at, now)
+        ):
+            return False
 
         def take() -> bool:
             with self._write() as conn:

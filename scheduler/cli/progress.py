@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any, TextIO
@@ -105,8 +106,7 @@ def follow(
     finally:
         bar.close()
     if ref is not None:
-        try:
+        # The record says how it ended; this only marks the error read.
+        with contextlib.suppress(Exception):
             ray.get(ref, timeout=5)
-        except Exception:  # the record says how it ended; this only marks the error read
-            pass
     return record
