@@ -11,3 +11,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# kubectl builds deploy/kubernetes in tests/deploy/test_kubernetes.py (`kubectl kustomize`).
+# It comes with this machine's image; Debian's kubernetes-client (1.20) is too old for it.
+command -v kubectl >/dev/null || echo "setup-system.sh: no kubectl; the Kubernetes tests will fail" >&2
