@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -32,8 +33,11 @@ import threading
 import time
 from pathlib import Path
 
-# `ray start` turns token auth on, and Ray reads this once, at import.
+# The deployment's Ray cluster token, given to the head, gnomon up and this process as
+# RAY_AUTH_TOKEN (the deploy scripts refuse to start without one); Ray reads the mode once,
+# at import.
 os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 import contextlib
 
@@ -102,6 +106,7 @@ class Deployment:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         self.env.update(
             RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=os.environ["RAY_AUTH_TOKEN"],
             PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             GNOMON_DATABASE_URL=url,
             GNOMON_STORAGE=str(scratch / "blobs"),

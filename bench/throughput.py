@@ -1,7 +1,7 @@
 """Completed workflows per second, 1-task and 3-task, on this machine.
 
     .venv/bin/python bench/throughput.py [--database-url URL] [--count 400] [--in-flight 50]
-                                         [--rounds 3]
+                                         [--rounds 3] [--ray-address HOST:PORT]
 
 Workflows are submitted through the Python API with at most ``--in-flight`` outstanding.
 The same chains as plain Ray tasks (no durability, three Ray calls) give the floor on this
@@ -28,6 +28,7 @@ import uuid
 import ray
 
 from executor import workflow
+from executor.cluster import connect
 
 
 @ray.remote
@@ -87,8 +88,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="join this Ray cluster (token in RAY_AUTH_TOKEN) instead of a local 2-CPU Ray",
+    )
     args = parser.parse_args()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if args.ray_address:
+        connect(args.ray_address, start_node=True, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     storage = tempfile.mkdtemp(prefix="gnomon-bench-")
     url = args.database_url or f"sqlite:///{storage}/bench.db"
     workflow.init(url, storage=storage)

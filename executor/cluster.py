@@ -75,7 +75,15 @@ def connect(
     joined or started. Raises ``RayConnectError`` when a cluster cannot be joined.
     """
     target = resolve_address(address)
-    if target == LOCAL or target.startswith("ray://"):
+    if target == LOCAL:
+        try:
+            ray.init(address=LOCAL, **options)
+        except (OSError, RuntimeError) as error:
+            raise RayConnectError(
+                LOCAL, f"Cannot start a local Ray: {_first_line(error)}"
+            ) from None
+        return ray.get_runtime_context().gcs_address
+    if target.startswith("ray://"):
         ray.init(address=target, **options)
         return ray.get_runtime_context().gcs_address
     if target == "auto":
@@ -93,9 +101,14 @@ def connect(
     try:
         ray.init(address=target, **options)
     except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise RayConnectError(target, f"Cannot join Ray at {target}: {first}") from None
+        raise RayConnectError(
+            target, f"Cannot join Ray at {target}: {_first_line(error)}"
+        ) from None
     return ray.get_runtime_context().gcs_address
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def use_token_from_environment(address: str) -> bool:

@@ -1,10 +1,11 @@
-"""Faults 3 and 5 of issue 6 on the native two-node cluster (the deploy scripts' head and
-worker), with PostgreSQL: a database restart mid-run, and an unwritable blob store.
+"""Faults 3 and 5 of issue 6 on the cluster from the deploy scripts (a head and two
+worker hosts, ``tests/deploy/hosts.py``), with PostgreSQL: a database restart mid-run, and
+an unwritable blob store.
 
 The workflows are driven by a separate driver process joined to the cluster, as a user's
 script would be; tasks leave side-effect files so a second run of a checkpointed task
 shows. Fault 4, two ``gnomon up`` on one database, runs the replica test's scenario on
-this cluster. (Faults 1 and 2 are in test_cluster.py and test_gnomon_killed.py.)
+this cluster. (Faults 1 and 2 are in test_multihost.py and test_gnomon_killed.py.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.cluster import Cluster, env
+from tests.deploy.hosts import Cluster
 from tests.postgres import restart_postgres
 from tests.scheduler.test_replicas import two_replicas
 
@@ -79,7 +80,7 @@ BLOBS = """
 def _driver(code: str, cluster: Cluster, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        env=env(RAY_ADDRESS=cluster.address),
+        env=cluster.driver_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -113,7 +114,7 @@ def test_postgres_restart_mid_run_on_the_cluster(
             driver.kill()
     runs = {p.name: p.read_text().splitlines() for p in marks.iterdir()}
     assert {name: len(nodes) for name, nodes in runs.items()} == {f"s{i}": 1 for i in range(8)}
-    # The chain ran on both nodes: both wrote their checkpoints through the restart.
+    # The chain ran on both workers: both wrote their checkpoints through the restart.
     assert len({nodes[0] for nodes in runs.values()}) == 2, runs
 
 
@@ -150,5 +151,6 @@ def test_two_gnomon_up_on_one_database_on_the_cluster(
         blob_root,
         tmp_path,
         marks,
-        env={"RAY_AUTH_MODE": "token"},  # `ray start` turned token auth on
+        # The cluster's token; this process's own Ray set RAY_AUTH_MODE=token already.
+        env={"RAY_AUTH_TOKEN": cluster.token},
     )

@@ -1,22 +1,21 @@
-"""Fault: ``gnomon up`` is SIGKILLed mid-run on a two-node cluster, then started again.
+"""Fault: ``gnomon up`` is SIGKILLed mid-run on the cluster, then started again.
 
-The cluster (head and worker) and ``gnomon up`` are started by the deploy scripts, on a
-fresh PostgreSQL database. ``gnomon up`` is only a driver here: the workflow manager is a
-detached actor on the head node, and it submitted the tasks, so it owns them. Ray kills
-the tasks and actors a dead driver owns, but not a detached actor nor the workers leased
-under it: the runs in flight keep going while ``gnomon up`` is down and finish on their
-own, each task once. The restarted scheduler must not run anything again, must not fire
-a tick twice, and must follow ``catchup=False`` for the ticks missed while it was down.
+The cluster (head and two workers) and ``gnomon up`` are started by the deploy scripts,
+each on a simulated host of its own (``tests/deploy/hosts.py``), on a fresh PostgreSQL
+database; the kill takes gnomon's whole host down. ``gnomon up`` is only a driver here:
+the workflow manager is a detached actor on the head node, and it submitted the tasks,
+so it owns them. Ray kills the tasks and actors a dead driver owns, but not a detached
+actor nor the workers leased under it: the runs in flight keep going while ``gnomon up``
+is down and finish on their own, each task once. The restarted scheduler must not run
+anything again, must not fire a tick twice, and must follow ``catchup=False`` for the
+ticks missed while it was down.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -28,9 +27,8 @@ import pytest
 from executor.status import ACTIVE, WorkflowStatus
 from executor.store import SqlStore
 from scheduler.registry import parse_logical_date
-from tests.deploy.cluster import ROOT, Cluster, env
-from tests.scheduler.processes import GnomonUp, dags_folder, free_port
-from tests.scheduler.waiting import eventually
+from tests.deploy.hosts import Cluster, GnomonHost
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +37,6 @@ START_SECONDS = 120
 #: The ticking schedule's interval, and how long ``gnomon up`` stays dead.
 INTERVAL = 2
 DOWNTIME = 7.0
-TOKEN = "killed-test-token"
 
 DAGS = """
 import os
@@ -80,17 +77,6 @@ def _executions(marks: Path) -> Counter[tuple[str, str]]:
     return Counter(tuple(path.name.split(".")[:2]) for path in marks.iterdir())  # type: ignore[misc]
 
 
-def _api(port: int, path: str, method: str = "GET", body: Any = None) -> Any:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as reply:
-        return json.loads(reply.read() or b"null")
-
-
 def _scheduler_started_at(log_text: str) -> float:
     """When the service began firing, from its log line (the process logs in UTC)."""
     found = re.search(r"^(\S+ \S+) INFO scheduler.service: Scheduler started", log_text, re.M)
@@ -105,21 +91,15 @@ def test_gnomon_up_killed_mid_run_on_the_cluster(
     # Given gnomon up (deploy/gnomon.sh) on the cluster with a ticking and a slow schedule
     suffix = uuid.uuid4().hex[:8]
     tick, batch = f"tick_{suffix}", f"batch_{suffix}"
-    dags = dags_folder(tmp_path, DAGS, marks=str(marks), tick=tick, batch=batch, interval=INTERVAL)
-    port = free_port()
-    environment = env(
-        RAY_ADDRESS=cluster.address,
-        GNOMON_DATABASE_URL=scratch_postgresql_url,
-        GNOMON_DAGS=str(dags),
-        GNOMON_HOST="127.0.0.1",
-        GNOMON_PORT=str(port),
+    gnomon = GnomonHost.create(
+        cluster,
+        f"gnomon-{suffix}",
+        scratch_postgresql_url,
+        DAGS.format(marks=str(marks), tick=tick, batch=batch, interval=INTERVAL),
         GNOMON_STORAGE=str(tmp_path / "blobs"),
-        GNOMON_HOME=str(tmp_path / "home"),
-        GNOMON_API_TOKEN=TOKEN,
         GNOMON_RECOVERY_INTERVAL="2",
         TZ="UTC",
     )
-    command = [str(ROOT / "deploy" / "gnomon.sh")]
     store = SqlStore.create(scratch_postgresql_url)
 
     def runs(name: str) -> list[Any]:
@@ -128,12 +108,10 @@ def test_gnomon_up_killed_mid_run_on_the_cluster(
     def finished(name: str) -> int:
         return sum(r.status == WorkflowStatus.SUCCESSFUL for r in runs(name))
 
-    first = GnomonUp([], tmp_path / "first.log", environment, command=command)
-    second = None
     try:
-        first.wait_for("Press Ctrl-C to stop.", START_SECONDS)
+        gnomon.start("first.log", START_SECONDS)
         eventually(lambda: finished(tick) >= 2, timeout=60, what="two ticks")
-        batch_id = _api(port, f"/api/v1/schedules/{batch}/trigger", "POST", {})["workflow_id"]
+        batch_id = gnomon.api(f"/api/v1/schedules/{batch}/trigger", "POST", {})["workflow_id"]
 
         # When gnomon up is SIGKILLed while the batch and ticks are mid-run
         eventually(
@@ -143,10 +121,9 @@ def test_gnomon_up_killed_mid_run_on_the_cluster(
         )
         in_flight = [r.workflow_id for r in runs(tick) + runs(batch) if r.status in ACTIVE]
         killed_at = time.time()
-        # Its process group: gnomon up alone (a driver joining a cluster starts no Ray
-        # processes of its own; the workers belong to the nodes' raylets).
-        os.killpg(first.process.pid, signal.SIGKILL)
-        assert first.process.wait(timeout=30) == -signal.SIGKILL
+        # Its whole host: gnomon up and the Ray node it runs on.
+        gnomon.host.stop()
+        assert gnomon.process.popen.returncode != 0
         assert batch_id in in_flight
 
         # Then the runs in flight go on without it: the detached manager owns their tasks
@@ -164,9 +141,8 @@ def test_gnomon_up_killed_mid_run_on_the_cluster(
 
         # When it is started again on the same database and cluster
         restarted_at = time.time()
-        second = GnomonUp([], tmp_path / "second.log", environment, command=command)
-        second.wait_for("Press Ctrl-C to stop.", START_SECONDS)
-        scheduler_started = _scheduler_started_at(second.text())
+        gnomon.start("second.log", START_SECONDS)
+        scheduler_started = _scheduler_started_at(gnomon.process.text())
 
         # Then the ticks go on
         eventually(
@@ -180,12 +156,11 @@ def test_gnomon_up_killed_mid_run_on_the_cluster(
             timeout=60,
             what="two ticks after the restart",
         )
-        listed = _api(port, f"/api/v1/workflows?name={tick}&limit=500")["workflows"]
-        assert second.terminate(timeout=60) == 0, second.text()[-3000:]
+        listed = gnomon.api(f"/api/v1/workflows?name={tick}&limit=500")["workflows"]
+        gnomon.process.signal(signal.SIGTERM)
+        assert gnomon.process.popen.wait(timeout=60) == 0, gnomon.process.text()[-3000:]
     finally:
-        first.close()
-        if second is not None:
-            second.close()
+        gnomon.host.stop()
 
     try:
         # Runs started before the stop finish on the cluster without gnomon up.
