@@ -45,6 +45,9 @@ class TaskSpec:
     upstream: list[str]
     #: "function", or a built-in kind such as "sleep" or "event" (see ``executor.events``).
     kind: str = "function"
+    #: Upstream tasks whose outputs go inside a container argument (a list, a dict):
+    #: the task gets their ObjectRefs there, as in Ray, resolving to their final values.
+    nested: tuple[str, ...] = ()
 
 
 @dataclass
@@ -53,6 +56,34 @@ class Graph:
     output: str
     #: function key -> cloudpickled function; each function is pickled once.
     functions: dict[str, bytes] = field(default_factory=dict)
+
+
+#: The kind of the task ``catching`` adds.
+CATCH = "catch"
+
+
+def catching(graph: Graph, task_id: str) -> Graph:
+    """``graph`` with one more task ``task_id`` as its output: the old output's value as
+    ``(value, None)``, or ``(None, error)`` if anything that value waited on raised.
+
+    A task with ``catch_exceptions`` that returns a continuation gets its continuation
+    this way: the errors of every task inside it are caught at that task, as in Ray.
+    The catch runs in the manager (it only waits), with the output's ref in a list so
+    that Ray hands it over unresolved, error or not.
+    """
+    spec = TaskSpec(
+        task_id=task_id,
+        name="workflow.catch_exceptions",
+        function_key="",
+        args=([Upstream(graph.output)],),
+        kwargs={},
+        ray_options={},
+        options=TaskOptions(),
+        upstream=[graph.output],
+        kind=CATCH,
+        nested=(graph.output,),
+    )
+    return Graph(tasks={**graph.tasks, task_id: spec}, output=task_id, functions=graph.functions)
 
 
 _STDLIB = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
@@ -248,4 +279,25 @@ def _task_spec(
         options=task_options,
         upstream=upstream,
         kind=kind,
+        nested=_nested(bound_args, bound_kwargs),
     )
+
+
+def _nested(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """The upstream tasks found inside container arguments, in order, once each."""
+    found: dict[str, None] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Upstream):
+            found[value.task_id] = None
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    for value in (*args, *kwargs.values()):
+        if not isinstance(value, Upstream):
+            walk(value)
+    return tuple(found)

@@ -204,6 +204,8 @@ class GraphRunner:
                 return tuple(fill(x) for x in value)
             if isinstance(value, dict):
                 return {k: fill(x) for k, x in value.items()}
+            if isinstance(value, (set, frozenset)):
+                return type(value)(fill(x) for x in value)
             return value
 
         def context(task_id: str) -> TaskContext:
@@ -228,6 +230,7 @@ class GraphRunner:
         for task_id, slot in chain:
             spec = graph.tasks[task_id]
             kwargs = fill(spec.kwargs)
+            deps = tuple((refs[u], (refs[u], refs[u])) for u in spec.nested)
             stages.append(
                 Stage(
                     ctx=context(task_id),
@@ -235,9 +238,11 @@ class GraphRunner:
                     n_args=len(spec.args),
                     kwarg_names=tuple(kwargs),
                     slot=slot,
+                    n_deps=len(deps),
                 )
             )
-            calls.append((self._function(graph, spec.function_key), fill(spec.args), kwargs))
+            function = self._function(graph, spec.function_key)
+            calls.append((function, fill(spec.args), kwargs, deps))
         ref = self.launcher.chain(tuple(stages), calls)
         self.submitted.append((ref, upstream_refs))
         return ref

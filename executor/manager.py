@@ -16,12 +16,12 @@ import uuid
 from typing import Any
 
 import ray
-from ray.exceptions import RayError, RayTaskError
+from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
 from executor.actors import NAMESPACE, manager_name
 from executor.checkpoint import loads, make_checkpoint, preview, read_checkpoint
 from executor.config import StoreConfig, handles
-from executor.dag import Graph
+from executor.dag import CATCH, Graph
 from executor.errors import (
     WorkflowCancellationError,
     WorkflowError,
@@ -205,9 +205,14 @@ class WorkflowManager:
     # ------------------------------------------------------------------ waits
 
     async def wait(self, ctx: TaskContext, kind: str, *args: Any) -> Any:
-        """Run a ``sleep`` or ``wait_for_event`` task as a coroutine; return its output."""
+        """Run a task that only waits as a coroutine: a ``sleep``, a ``wait_for_event``
+        or a ``dag.catching`` task; return its output."""
         store = handles(self.config).store
         started = time.time()
+        if kind == CATCH:
+            (ref,) = args[0]
+            await asyncio.to_thread(store.task_waiting, ctx.workflow_id, ctx.task_id)
+            return await self._checkpoint_wait(ctx, await _caught(ref), started)
         if kind == "sleep":
             wake_at = await asyncio.to_thread(
                 store.task_waiting, ctx.workflow_id, ctx.task_id, started + float(args[0])
@@ -421,6 +426,18 @@ async def _follow(ref: Any) -> Any:
     while isinstance(value, Continued):
         value = await value.ref
     return value
+
+
+async def _caught(ref: Any) -> tuple[Any, BaseException | None]:
+    """``(value, None)`` for the output behind ``ref``, or ``(None, error)`` if anything
+    it waited on raised; a cancel or a suspension goes on, uncaught."""
+    try:
+        return await _follow(ref), None
+    except (RayError, WorkflowError) as error:
+        cause = root_cause(error)
+        if isinstance(cause, (WorkflowSuspended, WorkflowCancellationError, TaskCancelledError)):
+            raise
+        return None, cause
 
 
 # Restarted if its process dies (Ray's reference counting can abort it under rapid

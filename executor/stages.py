@@ -50,10 +50,20 @@ class Stage:
     #: Where the previous stage's output goes: an index into the positional arguments,
     #: or a keyword. None for the first stage.
     slot: int | str | None = None
+    #: How many refs of upstream outputs found inside container arguments follow the
+    #: arguments, so Ray waits for them too (``Call``'s ``deps``).
+    n_deps: int = 0
 
 
-#: A stage's function and arguments: (function or its ref, args, kwargs).
-Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
+#: An upstream output found inside a container argument: (what Ray hands the task at
+#: the top level, (the ref in the container, the ref followed so far)). The top-level
+#: entry makes Ray wait for the output; the task follows it to the final value (the
+#: output of a task that returned a continuation is not its own ref) and puts that
+#: value's ref in the container.
+Dep = tuple[Any, tuple[Any, Any]]
+
+#: A stage's function and arguments: (function or its ref, args, kwargs, deps).
+Call = tuple[Any, tuple[Any, ...], dict[str, Any], tuple[Dep, ...]]
 
 
 @dataclass(frozen=True)
@@ -124,10 +134,13 @@ def flatten(stages: tuple[Stage, ...], calls: list[Call]) -> list[Any]:
     """Each stage's function and arguments in one list, so Ray resolves the ObjectRefs
     among them; ``unflatten`` reverses it."""
     flat: list[Any] = []
-    for stage, (function, args, kwargs) in zip(stages, calls, strict=True):
+    for stage, (function, args, kwargs, deps) in zip(stages, calls, strict=True):
         flat.append(function)
         flat.extend(args)
         flat.extend(kwargs[name] for name in stage.kwarg_names)
+        if deps:
+            flat.extend(current for current, _ in deps)
+            flat.append([refs for _, refs in deps])  # in a list, Ray leaves refs alone
     return flat
 
 
@@ -140,5 +153,9 @@ def unflatten(stages: tuple[Stage, ...], flat: tuple[Any, ...]) -> list[Call]:
         at += 1 + stage.n_args
         kwargs = dict(zip(stage.kwarg_names, flat[at : at + len(stage.kwarg_names)], strict=True))
         at += len(stage.kwarg_names)
-        calls.append((function, args, kwargs))
+        deps: tuple[Dep, ...] = ()
+        if stage.n_deps:
+            deps = tuple(zip(flat[at : at + stage.n_deps], flat[at + stage.n_deps], strict=True))
+            at += stage.n_deps + 1
+        calls.append((function, args, kwargs, deps))
     return calls

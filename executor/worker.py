@@ -26,7 +26,7 @@ from ray import cloudpickle
 from executor.actors import find_manager
 from executor.checkpoint import make_checkpoint, preview
 from executor.config import StoreConfig, handles
-from executor.dag import build_graph
+from executor.dag import build_graph, catching
 from executor.errors import CheckpointError, InvalidInputError, WorkflowCancellationError
 from executor.graph_runner import GraphRunner, new_task_rows
 from executor.logs import AttemptLog, capture
@@ -37,6 +37,7 @@ from executor.stages import (
     Call,
     Continuation,
     Continued,
+    Dep,
     FinalOutput,
     Stage,
     TaskContext,
@@ -64,14 +65,17 @@ def run_task(packed: bytes, *flat: Any) -> Any:
     calls = unflatten(stages, flat)
     recorded = _recorded(stages) if _retried() else None
     value: Any = None
-    for i, (stage, (function, args, kwargs)) in enumerate(zip(stages, calls, strict=True)):
+    for i, (stage, (function, args, kwargs, deps)) in enumerate(zip(stages, calls, strict=True)):
         if i > 0:
             args, kwargs = _place(stage.slot, value, args, kwargs)
         args, kwargs, ready = _resolve(args, kwargs)
-        if not ready:
+        finals, deps, deps_ready = _follow_deps(deps)
+        if not (ready and deps_ready):
             # Ray waits for the refs now in the arguments; no worker blocks meanwhile.
-            rest = [(function, args, kwargs), *calls[i + 1 :]]
+            rest = [(function, args, kwargs, deps), *calls[i + 1 :]]
             return Continued(submit_chain(stages[i:], rest))
+        if finals:
+            args, kwargs = _swap_refs(args, finals), _swap_refs(kwargs, finals)
         if recorded is not None:
             standin = recorded.standin(stage.ctx.task_id, stage.ctx.completes)
             if standin is not NOT_RECORDED:
@@ -143,6 +147,46 @@ def _resolve(
     return tuple(new_args), new_kwargs, all_ready
 
 
+def _follow_deps(deps: tuple[Dep, ...]) -> tuple[dict[Any, Any], tuple[Dep, ...], bool]:
+    """Follow upstream outputs inside container arguments to their final values.
+
+    Returns the refs to swap in the containers (a continuation's output for its task's
+    ref), the deps as followed so far, and whether all are final.
+    """
+    finals: dict[Any, Any] = {}
+    followed: list[Dep] = []
+    all_ready = True
+    for value, (original, current) in deps:
+        while isinstance(value, Continued):
+            current = value.ref
+            ready, _ = ray.wait([current], timeout=0, fetch_local=False)
+            if not ready:
+                all_ready = False
+                value = current
+                break
+            value = ray.get(current)
+        else:
+            if current != original:
+                finals[original] = current
+        followed.append((value, (original, current)))
+    return finals, tuple(followed), all_ready
+
+
+def _swap_refs(value: Any, finals: dict[Any, Any]) -> Any:
+    """``value`` with the refs of ``finals`` swapped, inside any container."""
+    if isinstance(value, ray.ObjectRef):
+        return finals.get(value, value)
+    if isinstance(value, list):
+        return [_swap_refs(x, finals) for x in value]
+    if isinstance(value, tuple):
+        return tuple(_swap_refs(x, finals) for x in value)
+    if isinstance(value, dict):
+        return {k: _swap_refs(x, finals) for k, x in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return type(value)(_swap_refs(x, finals) for x in value)
+    return value
+
+
 def _run(
     ctx: TaskContext,
     function_key: str,
@@ -185,12 +229,13 @@ def _run(
                     log=(log.started_at, log.text()),
                 )
                 raise
-    if options.catch_exceptions:
-        result = (result, error)
     flushed = NOTICES.finished(ctx)
     delta = attempts - (1 if flushed else 0)
     if isinstance(result, Continuation):
+        # With catch_exceptions, the continuation's errors are caught where it ends.
         return _continue(ctx, result, started, delta, _log_entry(log))
+    if options.catch_exceptions:
+        result = (result, error)
     checkpoint = None
     try:
         if options.checkpoint:
@@ -241,6 +286,8 @@ def _continue(
     store, blobs = handles(ctx.config)
     try:
         graph = build_graph(continuation.dag, prefix=ctx.task_id)
+        if ctx.options.catch_exceptions:
+            graph = catching(graph, f"{ctx.task_id}/catch_exceptions")
     except InvalidInputError as bad:
         store.task_failed(ctx.workflow_id, ctx.task_id, bad.message, started, delta)
         raise
