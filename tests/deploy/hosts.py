@@ -10,7 +10,9 @@ machines do:
   settings from the README's table;
 - its own PID namespace (``unshare``, as root): Ray finds "the raylet on this host" by
   listing processes, so a host must not see another host's raylet. Killing the
-  namespace's first process kills the whole host at once, as a machine dies.
+  namespace's first process kills the whole host at once, as a machine dies;
+- its own hostname (a UTS namespace): a lease names its owner by host and pid, and a pid
+  means nothing on another host.
 
 The test process itself sees every namespace below it: a driver run by the tests attaches
 to the head node, as a script run on the head host would.
@@ -56,7 +58,7 @@ def pid_namespaces() -> bool:
     """Whether this machine lets the tests give a host its own PID namespace."""
     try:
         found = subprocess.run(
-            ["unshare", "--pid", "--fork", "--mount-proc", "true"],
+            ["unshare", "--pid", "--fork", "--mount-proc", "--uts", "hostname", "probe"],
             capture_output=True,
             timeout=30,
         )
@@ -185,7 +187,10 @@ class Host:
         """Boot the host with ``argv`` as its first process."""
         assert self.process is None or self.process.popen.poll() is not None
         namespaced = pid_namespaces()
-        prefix = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+        prefix = [
+            *("unshare", "--pid", "--fork", "--mount-proc", "--uts", "--kill-child"),
+            *("sh", "-c", 'hostname "$0" && exec "$@"', self.name),
+        ]
         handle = (self.root / log).open("ab")
         popen = subprocess.Popen(
             [*(prefix if namespaced else []), *argv],
@@ -206,7 +211,8 @@ class Host:
         assert self.process is not None
         prefix = []
         if self.process.namespaced:
-            prefix = ["nsenter", "--target", str(self.process.pid), "--pid", "--mount", "--"]
+            target = ("nsenter", "--target", str(self.process.pid), "--pid", "--mount", "--uts")
+            prefix = [*target, "--"]
         return subprocess.run(
             [*prefix, *argv],
             cwd=self.work,
