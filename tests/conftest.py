@@ -1,20 +1,30 @@
-"""Session fixtures: one real local Ray, and the store parametrised over SQLite and PostgreSQL.
+"""Fixtures shared by the test packages: one real local Ray, the store parametrised over
+SQLite and PostgreSQL, a marks directory, and the scheduler's registry and services.
 
 PostgreSQL: each session creates its own database (``gnomon_test_<pid>``) as the role in
 ``$GNOMON_TEST_PG`` (default ``postgresql://gnomon@127.0.0.1:5432/postgres``; `.ci/run`
 creates the role) and drops it at the end.
+
+Helpers that tasks call as well (``eventually``, ``mark``, ``count``) are in
+``tests.waiting``, which Ray workers receive by value.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import ray
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from scheduler.registry import Registry
+    from scheduler.service import SchedulerService
 
 PG_ADMIN_URL = os.environ.get(
     "GNOMON_TEST_PG", "postgresql+psycopg://gnomon@127.0.0.1:5432/postgres"
@@ -29,9 +39,9 @@ def ray_address() -> Iterator[str]:
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def postgresql_url() -> Iterator[str]:
-    name = f"gnomon_test_{os.getpid()}"
+@contextmanager
+def _database(name: str) -> Iterator[str]:
+    """A fresh PostgreSQL database called ``name``, dropped on exit; yields its URL."""
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
@@ -40,34 +50,31 @@ def postgresql_url() -> Iterator[str]:
     except sa.exc.OperationalError as error:
         pytest.fail(f"PostgreSQL is not reachable as {PG_ADMIN_URL}: {error.orig}")
     url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
-    yield url.render_as_string(hide_password=False)
-    from executor.config import _handles
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        admin.dispose()  # a fault test may have restarted the server under the pooled connection
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
-    for store, _ in list(_handles.values()):
-        store.dispose()
-    admin.dispose()  # a fault test may have restarted the server under the pooled connection
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    with _database(f"gnomon_test_{os.getpid()}") as url:
+        yield url
+        from executor.config import _handles
+
+        for store, _ in list(_handles.values()):
+            store.dispose()
 
 
 @pytest.fixture
 def scratch_postgresql_url() -> Iterator[str]:
     """A fresh PostgreSQL database of this test's own, dropped after it (for tests that
     start whole ``gnomon up`` processes on an empty database)."""
-    name = f"gnomon_scratch_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as error:
-        pytest.fail(f"PostgreSQL is not reachable as {PG_ADMIN_URL}: {error.orig}")
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
-    yield url.render_as_string(hide_password=False)
-    admin.dispose()  # the test may have restarted the server under the pooled connection
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with _database(f"gnomon_scratch_{os.getpid()}_{uuid.uuid4().hex[:8]}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +117,52 @@ def workflow_id() -> str:
 
 @pytest.fixture
 def marks(tmp_path: Path) -> Path:
-    """A directory where tasks leave side-effect files, to count how often each ran."""
+    """A directory where tasks leave marks (``tests.waiting.mark``), to count their runs."""
     path = tmp_path / "marks"
     path.mkdir()
     return path
+
+
+# ------------------------------------------------------------------- scheduler
+
+
+@pytest.fixture
+def registry() -> Registry:
+    from scheduler.registry import Registry
+
+    return Registry()
+
+
+@pytest.fixture
+def name() -> str:
+    """A schedule name no other test uses (the databases live for the whole session)."""
+    return f"s_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def services(workflow, database_url: str, blob_root: Path) -> Iterator[Callable[..., Any]]:
+    """``services(registry, start=True, **options)`` makes a SchedulerService on the test
+    database; each is stopped, and its schedules' jobs forgotten, when the test ends."""
+    from scheduler.errors import ScheduleNotFoundError
+    from scheduler.registry import Registry
+    from scheduler.service import SchedulerService
+
+    made: list[SchedulerService] = []
+
+    def make(registry: Registry, *, start: bool = True, **options: Any) -> SchedulerService:
+        options.setdefault("poll_interval", 0.2)
+        service = SchedulerService(registry, database_url, storage=str(blob_root), **options)
+        made.append(service)
+        return service.start() if start else service.open()
+
+    yield make
+    for service in made:
+        service.stop()
+    cleaner = SchedulerService(Registry(), database_url, storage=str(blob_root)).open()
+    for service in made:
+        for schedule in service.registry:
+            try:
+                cleaner.remove(schedule.name)
+            except ScheduleNotFoundError:
+                pass
+    cleaner.stop()

@@ -7,7 +7,8 @@ import os
 import ray
 
 from executor import workflow as api
-from tests.executor.test_options import _mark, _runs, source
+from tests.executor.test_options import source
+from tests.waiting import count, mark
 
 
 def _hop(calls: list[str]) -> list[str]:
@@ -34,7 +35,8 @@ def test_a_linear_chain_runs_in_one_ray_call_and_checkpoints_every_task(
 ):
     calls = workflow.run(hop.bind(hop.bind(hop.bind([]))), workflow_id=workflow_id)
 
-    assert len(calls) == 3 and len(set(calls)) == 1
+    assert len(calls) == 3
+    assert len(set(calls)) == 1
     tasks = store.load_tasks(workflow_id)
     assert {task.status.value for task in tasks} == {"SUCCESSFUL"}
     outputs = [workflow.get_output(workflow_id, task_id=task.task_id) for task in tasks]
@@ -51,7 +53,8 @@ def test_tasks_are_chained_only_where_they_could_not_run_apart(workflow, workflo
     calls = workflow.run(dag, workflow_id=workflow_id)
 
     # [first, left] + [first, right, heavier, nested] + [join]: six calls
-    assert calls[0] == calls[2] and len(calls) == 7
+    assert calls[0] == calls[2]
+    assert len(calls) == 7
     assert len(set(calls)) == 6, calls
 
 
@@ -78,7 +81,7 @@ def test_a_chain_joins_its_upstream_when_it_is_the_only_consumer(workflow, workf
 
 @ray.remote
 def dies_once(x: int, marks: str) -> int:
-    if _mark(marks, "dies_once") == 1:
+    if mark(marks, "dies_once") == 1:
         os._exit(1)  # the worker process dies: Ray runs the whole call again
     return x + 1
 
@@ -88,8 +91,8 @@ def test_a_retried_chain_does_not_rerun_the_tasks_it_had_checkpointed(workflow, 
 
     assert workflow.run(dag, workflow_id=workflow_id) == 11
 
-    assert _runs(marks, "source") == 1, "checkpointed before the worker died"
-    assert _runs(marks, "dies_once") == 2
+    assert count(marks, "source") == 1, "checkpointed before the worker died"
+    assert count(marks, "dies_once") == 2
     assert workflow.get_output(workflow_id, task_id="tests.executor.test_options.source") == 10
 
 
@@ -121,4 +124,5 @@ def test_a_continuation_inside_a_chain_hands_its_output_to_the_next_task(
     assert workflow.get_output(workflow_id, task_id=f"{__name__}.continues") == 3
     assert workflow.get_output(workflow_id, task_id=f"{__name__}.after") == 30
     statuses = {task.task_id: task.status.value for task in store.load_tasks(workflow_id)}
-    assert len(statuses) == 5 and set(statuses.values()) == {"SUCCESSFUL"}, statuses
+    assert len(statuses) == 5, statuses
+    assert set(statuses.values()) == {"SUCCESSFUL"}, statuses

@@ -12,18 +12,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import ray
 
-pytestmark = pytest.mark.slow
+from tests.executor import scripts
+from tests.waiting import count, eventually, marked_by
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 #: Shared by every script: its own Ray, the test's database, marks left by each task.
 PRELUDE = textwrap.dedent(
@@ -35,17 +34,13 @@ PRELUDE = textwrap.dedent(
     import ray
 
     from executor import workflow
+    from tests import waiting
 
     DATABASE_URL, BLOBS, MARKS, WORKFLOW_ID = sys.argv[1:5]
 
 
     def mark(name):
-        # Append this process's pid to the file `name`; return how often it ran.
-        path = os.path.join(MARKS, name)
-        with open(path, "a") as handle:
-            handle.write(f"{os.getpid()}\\n")
-        with open(path) as handle:
-            return len(handle.read().split())
+        return waiting.mark(MARKS, name)
     """
 )
 
@@ -104,9 +99,7 @@ DETACHED = PRELUDE + textwrap.dedent(
     @ray.remote
     def scale(x):
         # Held until the test says go, so the script is surely gone before this returns.
-        deadline = time.monotonic() + 60
-        while not os.path.exists(os.path.join(MARKS, "go")) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        waiting.eventually(lambda: os.path.exists(os.path.join(MARKS, "go")), timeout=60)
         return 2 * x
 
 
@@ -135,64 +128,9 @@ DETACHED = PRELUDE + textwrap.dedent(
 )
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def _runs(marks: Path, name: str) -> int:
-    path = marks / name
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def _start(
-    script: str, tmp_path: Path, args: list[str], env: dict[str, str] | None = None
-) -> subprocess.Popen:
-    path = tmp_path / "script.py"
-    path.write_text(script)
-    child_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
-    )
-    child_env.update(env or {})
-    log = (tmp_path / "script.log").open("w")
-    return subprocess.Popen(
-        [sys.executable, str(path), *args],
-        cwd=tmp_path,
-        env=child_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        # Its own process group, so the whole cluster it started can be cleaned up.
-        start_new_session=True,
-    )
-
-
 def _kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-
-
-def _reap_group(process: subprocess.Popen) -> None:
-    """Kill whatever the script's cluster left behind (it should all be gone already)."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _log(tmp_path: Path) -> str:
-    path = tmp_path / "script.log"
-    return path.read_text()[-4000:] if path.exists() else ""
-
-
-def _pids(marks: Path) -> set[int]:
-    """Every process that ran a task: each mark line is the pid that left it."""
-    return {
-        int(line) for path in marks.iterdir() for line in path.read_text().split() if line.isdigit()
-    }
 
 
 def _alive(pid: int) -> bool:
@@ -226,7 +164,7 @@ class Crash:
         self.process: subprocess.Popen | None = None
 
     def start(self, script: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        self.process = _start(script, self.tmp_path, self.args, env)
+        self.process = scripts.start(script, self.tmp_path, self.args, env)
         return self.process
 
     def kill_when(self, mark: str, *, whole_node: bool, timeout: float = 120) -> dict[str, str]:
@@ -238,15 +176,15 @@ class Crash:
         """
         process = self.process
         assert process is not None
-        _wait_for(
+        eventually(
             lambda: (self.marks / mark).exists() or process.poll() is not None,
             timeout,
             f"mark {mark!r}",
         )
-        assert process.poll() is None, f"the script ended early:\n{_log(self.tmp_path)}"
+        assert process.poll() is None, f"the script ended early:\n{scripts.output(self.tmp_path)}"
         owner = self.store.get_workflow(self.workflow_id).owner
         _kill(process)
-        doomed = _pids(self.marks)
+        doomed = marked_by(self.marks)
         if whole_node:
             doomed.add(int(owner.split("/")[1]))
             for pid in doomed:
@@ -254,7 +192,7 @@ class Crash:
                     os.kill(pid, signal.SIGKILL)
         try:
             # Promptly: the lease is still valid; the owner's pid is what tells it is dead.
-            _wait_for(
+            eventually(
                 lambda: self.store.get_workflow(self.workflow_id).status.value == "RESUMABLE",
                 20,
                 "the workflow to read RESUMABLE",
@@ -262,13 +200,13 @@ class Crash:
             record = self.store.get_workflow(self.workflow_id)
             assert record.owner == owner
             assert record.lease_expires_at > time.time()
-            _wait_for(lambda: not any(map(_alive, doomed)), 30, "the task workers to die")
+            eventually(lambda: not any(map(_alive, doomed)), 30, "the task workers to die")
         finally:
-            _reap_group(process)
+            scripts.kill_group(process)
         return {t.task_id: t.status.value for t in self.store.load_tasks(self.workflow_id)}
 
     def runs(self, name: str) -> int:
-        return _runs(self.marks, name)
+        return count(self.marks, name)
 
 
 @pytest.fixture
@@ -278,7 +216,7 @@ def crash(tmp_path, store, database_url, blob_root, workflow_id):
     if crash.process is not None and crash.process.poll() is None:
         _kill(crash.process)
     if crash.process is not None:
-        _reap_group(crash.process)
+        scripts.kill_group(crash.process)
 
 
 def test_killed_workflow_resumes_without_rerunning_checkpointed_tasks(workflow, crash):
@@ -345,7 +283,7 @@ def test_workflow_outlives_the_script_that_started_it(workflow, crash, ray_addre
     else:
         crash.args[1] = str(crash.tmp_path / "fresh-blobs")  # a storage no manager serves
     process = crash.start(DETACHED, env={"RAY_ADDRESS": ray_address})
-    assert process.wait(timeout=120) == 0, _log(crash.tmp_path)
+    assert process.wait(timeout=120) == 0, scripts.output(crash.tmp_path)
     assert crash.runs("submitted") == 1
     # The script is gone and the workflow is still going.
     assert workflow.get_status(crash.workflow_id) in (
@@ -356,7 +294,7 @@ def test_workflow_outlives_the_script_that_started_it(workflow, crash, ray_addre
     (crash.marks / "go").touch()
     status = workflow.wait_for_completion(crash.workflow_id, timeout=60)
 
-    assert status == workflow.WorkflowStatus.SUCCESSFUL, _log(crash.tmp_path)
+    assert status == workflow.WorkflowStatus.SUCCESSFUL, scripts.output(crash.tmp_path)
     assert workflow.get_output(crash.workflow_id) == 42
 
 
@@ -368,12 +306,12 @@ def test_submitter_dying_before_the_handoff_leaves_a_resumable_workflow(
     the manager hears of it (a 2 s lease, so the test need not wait the default 30 s)."""
     env = {"RAY_ADDRESS": ray_address, "GNOMON_TEST_CRASH": "after-insert", "GNOMON_LEASE_TTL": "2"}
     process = crash.start(DETACHED, env=env)
-    assert process.wait(timeout=120) == 3, _log(crash.tmp_path)
+    assert process.wait(timeout=120) == 3, scripts.output(crash.tmp_path)
     assert crash.runs("submitted") == 0  # run_async never returned
     (crash.marks / "go").touch()
 
     # When the lease it was created under lapses, it reads RESUMABLE (not RUNNING for ever)
-    _wait_for(
+    eventually(
         lambda: workflow.get_status(crash.workflow_id) == workflow.WorkflowStatus.RESUMABLE,
         15,
         "the orphaned workflow to read RESUMABLE",

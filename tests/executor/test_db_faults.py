@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import time
-
 import pytest
 import ray
 
 from tests.postgres import restart_postgres
+from tests.waiting import count, eventually, mark
 
 pytestmark = pytest.mark.slow
 
@@ -17,8 +15,7 @@ pytestmark = pytest.mark.slow
 def step(marks: str, name: str, *upstream: int) -> int:
     import time
 
-    with open(os.path.join(marks, name), "a") as handle:
-        handle.write("ran\n")
+    mark(marks, name)
     time.sleep(0.7)
     return 1 + sum(upstream)
 
@@ -32,13 +29,10 @@ def test_postgres_restart_mid_run(ray_address, postgresql_url, blob_root, marks,
         node = step.bind(str(marks), f"s{i}", node)
     ref = workflow.run_async(node, workflow_id=workflow_id)
 
-    deadline = time.monotonic() + 60
-    while not (marks / "s2").exists():
-        assert time.monotonic() < deadline, "the workflow never got going"
-        time.sleep(0.1)
+    eventually(lambda: count(marks, "s2"), timeout=60, what="the workflow to get going")
     restart_postgres()
 
     assert ray.get(ref, timeout=180) == 8
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.SUCCESSFUL
-    runs = {p.name: p.read_text().count("ran") for p in marks.iterdir()}
+    runs = {p.name: count(marks, p.name) for p in marks.iterdir()}
     assert runs == {f"s{i}": 1 for i in range(8)}, runs

@@ -10,6 +10,7 @@ import pytest
 import ray
 
 from executor.events import EventListener
+from tests.waiting import eventually
 
 
 @ray.remote
@@ -78,7 +79,7 @@ def test_each_event_is_consumed_by_exactly_one_wait(workflow, workflow_id, store
 
 
 @pytest.mark.parametrize(
-    "payload, message",
+    ("payload", "message"),
     [({1, 2}, "must be JSON"), ("x" * (1 << 20), "limit is 1048576"), (float("nan"), "JSON")],
 )
 def test_send_event_rejects_bad_payloads(workflow, workflow_id, payload, message):
@@ -104,7 +105,7 @@ def quick(x: int) -> int:
     return x + 1
 
 
-def test_waiting_workflows_hold_no_cpu(workflow, workflow_id):
+def test_waiting_workflows_hold_no_cpu(workflow, workflow_id, store):
     # Given more waiting workflows than the cluster has CPUs
     cpus = int(ray.cluster_resources()["CPU"])
     waiting = [f"{workflow_id}-w{i}" for i in range(cpus * 3)]
@@ -115,7 +116,12 @@ def test_waiting_workflows_hold_no_cpu(workflow, workflow_id):
         )
         for w in waiting
     ]
-    time.sleep(1.0)
+    eventually(
+        lambda: all(
+            store.get_task(w, "workflow.wait_for_event").status.value == "WAITING" for w in waiting
+        ),
+        what="every waiter to reach its wait",
+    )
 
     # When an unrelated workflow of ten tasks runs
     node = quick.bind(0)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import ray
 
 from executor.logs import LIMIT, AttemptLog
+from tests.waiting import eventually, mark
 
 
 @ray.remote
@@ -31,11 +30,8 @@ def test_each_task_keeps_its_output(workflow, workflow_id, store):
 
 
 @ray.remote(max_retries=2, retry_exceptions=True)
-def flaky(path: str) -> str:
-    import os
-
-    attempt = len(os.listdir(path)) + 1
-    open(os.path.join(path, f"attempt-{attempt}"), "w").close()
+def flaky(marks: str) -> str:
+    attempt = mark(marks, "flaky")
     print(f"attempt {attempt} starting")
     if attempt < 3:
         raise RuntimeError(f"attempt {attempt} failed")
@@ -47,8 +43,10 @@ def test_every_attempt_has_its_own_log_with_the_error(workflow, workflow_id, sto
 
     logs = store.task_logs(workflow_id, f"{__name__}.flaky")
     assert [log.attempt for log in logs] == [1, 2, 3]
-    assert "attempt 1 starting" in logs[0].text and "RuntimeError: attempt 1 failed" in logs[0].text
-    assert "attempt 3 starting" in logs[2].text and "failed" not in logs[2].text
+    assert "attempt 1 starting" in logs[0].text
+    assert "RuntimeError: attempt 1 failed" in logs[0].text
+    assert "attempt 3 starting" in logs[2].text
+    assert "failed" not in logs[2].text
 
 
 @ray.remote
@@ -64,15 +62,9 @@ def slow_talker(seconds: float) -> str:
 def test_a_running_task_log_can_be_tailed(workflow, workflow_id, store):
     ref = workflow.run_async(slow_talker.bind(4.0), workflow_id=workflow_id)
     task_id = f"{__name__}.slow_talker"
-    deadline = time.monotonic() + 30
-    seen = ""
-    while time.monotonic() < deadline and not ray.wait([ref], timeout=0)[0]:
-        logs = store.task_logs(workflow_id, task_id)
-        if logs:
-            seen = logs[-1].text
-            break
-        time.sleep(0.2)
-    assert "first line" in seen and "last line" not in seen
+    logs = eventually(lambda: store.task_logs(workflow_id, task_id), what="the running task's log")
+    assert "first line" in logs[-1].text
+    assert "last line" not in logs[-1].text
     assert ray.get(ref) == "done"
     assert "last line" in store.task_logs(workflow_id, task_id)[-1].text
 
@@ -84,4 +76,6 @@ def test_log_keeps_only_the_last_mebibyte():
     text = log.text()
     assert text.startswith("[earlier output dropped")
     assert len(text) < LIMIT + 100
-    assert text.rstrip().endswith("x") and "002999 " in text and "000000 " not in text
+    assert text.rstrip().endswith("x")
+    assert "002999 " in text
+    assert "000000 " not in text

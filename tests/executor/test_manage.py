@@ -11,24 +11,7 @@ import pytest
 import ray
 
 from executor.status import WorkflowStatus
-
-
-def _mark(marks: str, name: str) -> None:
-    with open(os.path.join(marks, name), "a") as handle:
-        handle.write("ran\n")
-
-
-def _runs(marks, name: str) -> int:
-    path = marks / name
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def _wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+from tests.waiting import count, eventually, mark
 
 
 @ray.remote
@@ -43,15 +26,18 @@ def broken() -> str:
 
 @ray.remote
 def nap(seconds: float, marks: str) -> str:
-    _mark(marks, "nap-started")
-    time.sleep(seconds)
-    _mark(marks, "nap-finished")
+    mark(marks, "nap-started")
+    try:
+        time.sleep(seconds)
+    finally:
+        mark(marks, "nap-ended")  # a cancel interrupts the sleep: the nap ends, unfinished
+    mark(marks, "nap-finished")
     return "rested"
 
 
 @ray.remote
 def after_nap(value: str, marks: str) -> str:
-    _mark(marks, "after-nap")
+    mark(marks, "after-nap")
     return value + "!"
 
 
@@ -83,7 +69,8 @@ def test_list_all_filters_by_status(workflow, finished_pair):
         assert set(listed.values()) == {Status.SUCCESSFUL}, status_filter
 
     both = dict(workflow.list_all({Status.SUCCESSFUL, "FAILED"}))
-    assert both[good] == Status.SUCCESSFUL and both[bad] == Status.FAILED
+    assert both[good] == Status.SUCCESSFUL
+    assert both[bad] == Status.FAILED
     assert set(both.values()) <= {Status.SUCCESSFUL, Status.FAILED}
 
     assert good not in dict(workflow.list_all(Status.RUNNING))
@@ -183,16 +170,18 @@ def test_delete_refuses_an_active_workflow_then_removes_a_finished_one(
 def test_cancel_a_running_workflow(workflow, workflow_id, marks):
     m = str(marks)
     workflow.run_async(after_nap.bind(nap.bind(3, m), m), workflow_id=workflow_id)
-    _wait_for(lambda: (marks / "nap-started").exists(), what="the nap to start")
+    eventually(lambda: count(marks, "nap-started"), what="the nap to start")
 
     workflow.cancel(workflow_id)
 
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.CANCELED
     with pytest.raises(workflow.WorkflowCancellationError, match=workflow_id):
         workflow.get_output(workflow_id)
-    # The task downstream of the canceled one never starts.
-    time.sleep(3.5)
-    assert _runs(marks, "after-nap") == 0
+    # The running task is stopped: it ends without finishing, so the task downstream of
+    # it, which needs its output, never starts.
+    eventually(lambda: count(marks, "nap-ended"), what="the canceled nap to end")
+    assert count(marks, "nap-finished") == 0
+    assert count(marks, "after-nap") == 0
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.CANCELED
 
 
@@ -201,13 +190,13 @@ def test_cancel_a_running_workflow(workflow, workflow_id, marks):
 
 @ray.remote
 def upstream(marks: str) -> int:
-    _mark(marks, "upstream")
+    mark(marks, "upstream")
     return 5
 
 
 @ray.remote
 def unpicklable(x: int, marks: str) -> threading.Lock:
-    _mark(marks, "unpicklable")
+    mark(marks, "unpicklable")
     return threading.Lock()
 
 
@@ -229,13 +218,13 @@ def test_unpicklable_output_fails_clearly_and_resume_retries_it(
         workflow.resume(workflow_id)
 
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.FAILED
-    assert _runs(marks, "upstream") == 1
-    assert _runs(marks, "unpicklable") == 2
+    assert count(marks, "upstream") == 1
+    assert count(marks, "unpicklable") == 2
 
 
 @ray.remote
 def needs_file(x: int, marks: str) -> int:
-    _mark(marks, "needs-file")
+    mark(marks, "needs-file")
     if not os.path.exists(os.path.join(marks, "input.txt")):
         raise FileNotFoundError("input.txt is not there yet")
     with open(os.path.join(marks, "input.txt")) as handle:
@@ -259,8 +248,8 @@ def test_failed_workflow_resumes_once_the_cause_is_fixed(workflow, workflow_id, 
     # Then it succeeded and its finished upstream task ran exactly once.
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.SUCCESSFUL
     assert workflow.get_output(workflow_id) == 42
-    assert _runs(marks, "upstream") == 1
-    assert _runs(marks, "needs-file") == 2
+    assert count(marks, "upstream") == 1
+    assert count(marks, "needs-file") == 2
     assert workflow.get_metadata(workflow_id)["status"] == workflow.WorkflowStatus.SUCCESSFUL
     task = workflow.get_metadata(workflow_id, f"{__name__}.needs_file")
     assert (task["status"], task["attempts"]) == ("SUCCESSFUL", 2)
@@ -271,7 +260,7 @@ def test_resuming_a_successful_workflow_returns_its_output(workflow, workflow_id
     m = str(marks)
     assert workflow.run(upstream.bind(m), workflow_id=workflow_id) == 5
     assert workflow.resume(workflow_id) == 5
-    assert _runs(marks, "upstream") == 1
+    assert count(marks, "upstream") == 1
 
 
 def test_run_on_a_failed_id_resumes_it(workflow, workflow_id, marks):
@@ -282,7 +271,7 @@ def test_run_on_a_failed_id_resumes_it(workflow, workflow_id, marks):
 
     (marks / "input.txt").write_text("1")
     assert workflow.run(dag, workflow_id=workflow_id) == 6
-    assert _runs(marks, "upstream") == 1
+    assert count(marks, "upstream") == 1
 
 
 def test_resume_of_an_active_workflow_is_refused(workflow, workflow_id, marks):
@@ -296,10 +285,10 @@ def test_resume_of_an_active_workflow_is_refused(workflow, workflow_id, marks):
     # Reading the output of a running workflow waits for it.
     assert workflow.get_output(workflow_id) == "rested"
     assert ray.get(ref, timeout=60) == "rested"
-    assert _runs(marks, "nap-started") == 1
+    assert count(marks, "nap-started") == 1
 
 
-def test_cancel_right_after_submission(workflow, workflow_id, marks):
+def test_cancel_right_after_submission(workflow, workflow_id, marks, tmp_path):
     """A cancel that follows run_async at once stops the workflow and records it.
 
     Whether the cancel reaches the manager before or after the run has started is a race,
@@ -311,8 +300,14 @@ def test_cancel_right_after_submission(workflow, workflow_id, marks):
         workflow.cancel(each)
         assert workflow.get_status(each) == workflow.WorkflowStatus.CANCELED, attempt
 
-    time.sleep(2.5)
-    assert _runs(marks, "after-nap") == 0
+    # A nap whose cancel went astray is queued ahead of one submitted after all of them,
+    # so it finishes its sleep before that one does: run that one through, then look.
+    witness = tmp_path / "witness"
+    witness.mkdir()
+    after_all = after_nap.bind(nap.bind(2, str(witness)), str(witness))
+    assert workflow.run(after_all, workflow_id=f"{workflow_id}-witness") == "rested!"
+    assert count(marks, "nap-finished") == 0
+    assert count(marks, "after-nap") == 0
 
 
 def _refuse_to_load() -> None:
@@ -346,7 +341,7 @@ def _take_over(store, workflow_id: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "change, stopped",
+    ("change", "stopped"),
     [
         # The manager's own outcome write releases the lease a moment before the execution
         # returns; a heartbeat reading the row then must not cancel it.

@@ -9,20 +9,7 @@ import pytest
 import ray
 
 from executor import workflow as api
-
-
-def _mark(marks: str, name: str) -> int:
-    """Leave a side-effect line; return how many times ``name`` has run, this one included."""
-    path = os.path.join(marks, name)
-    with open(path, "a") as handle:
-        handle.write("ran\n")
-    with open(path) as handle:
-        return len(handle.readlines())
-
-
-def _runs(marks, name: str) -> int:
-    path = marks / name
-    return len(path.read_text().splitlines()) if path.exists() else 0
+from tests.waiting import count, eventually, mark
 
 
 @ray.remote
@@ -48,7 +35,8 @@ def test_options_unpacked_into_ray_options(workflow, workflow_id):
     assert task["user_metadata"] == {"team": "data", "n": 1}
     assert task["status"] == "SUCCESSFUL"
     start, end = task["stats"]["start_time"], task["stats"]["end_time"]
-    assert isinstance(start, float) and isinstance(end, float)
+    assert isinstance(start, float)
+    assert isinstance(end, float)
     assert start <= end
 
     run = workflow.get_metadata(workflow_id)
@@ -103,7 +91,8 @@ def test_catch_exceptions_returns_the_error(workflow, workflow_id):
     assert out == "None|Boom|boom 3"
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.SUCCESSFUL
     value, error = workflow.get_output(workflow_id, task_id=f"{__name__}.explode")
-    assert value is None and isinstance(error, Boom)
+    assert value is None
+    assert isinstance(error, Boom)
 
 
 def test_catch_exceptions_returns_the_value(workflow):
@@ -113,7 +102,7 @@ def test_catch_exceptions_returns_the_value(workflow):
 
 @ray.remote(max_retries=3, retry_exceptions=True)
 def flaky(marks: str) -> str:
-    attempt = _mark(marks, "flaky")
+    attempt = mark(marks, "flaky")
     if attempt < 3:
         raise ConnectionError(f"attempt {attempt} failed")
     return f"ok on attempt {attempt}"
@@ -122,7 +111,7 @@ def flaky(marks: str) -> str:
 def test_retry_exceptions_retries_an_application_error(workflow, workflow_id, marks):
     assert workflow.run(flaky.bind(str(marks)), workflow_id=workflow_id) == "ok on attempt 3"
 
-    assert _runs(marks, "flaky") == 3
+    assert count(marks, "flaky") == 3
     assert workflow.get_metadata(workflow_id, f"{__name__}.flaky")["attempts"] == 3
 
 
@@ -135,13 +124,13 @@ def test_retry_exceptions_naming_a_class_only_cloudpickle_can_carry(workflow, wo
 
     @ray.remote(max_retries=2, retry_exceptions=[Transient])
     def shaky(marks: str) -> str:
-        attempt = _mark(marks, "shaky")
+        attempt = mark(marks, "shaky")
         if attempt < 2:
             raise Transient(f"attempt {attempt} failed")
         return f"ok on attempt {attempt}"
 
     assert workflow.run(shaky.bind(str(marks)), workflow_id=workflow_id) == "ok on attempt 2"
-    assert _runs(marks, "shaky") == 2
+    assert count(marks, "shaky") == 2
 
 
 def test_retries_stop_after_max_retries(workflow, workflow_id, marks):
@@ -150,7 +139,7 @@ def test_retries_stop_after_max_retries(workflow, workflow_id, marks):
         workflow.run(always.bind(str(marks)), workflow_id=workflow_id)
 
     assert isinstance(caught.value.__cause__, ConnectionError)
-    assert _runs(marks, "flaky") == 2
+    assert count(marks, "flaky") == 2
     task = workflow.get_metadata(workflow_id, f"{__name__}.flaky")
     assert task["attempts"] == 2
     assert task["status"] == "FAILED"
@@ -158,7 +147,7 @@ def test_retries_stop_after_max_retries(workflow, workflow_id, marks):
 
 @ray.remote
 def fails_once_counted(marks: str) -> int:
-    _mark(marks, "plain")
+    mark(marks, "plain")
     raise Boom("not retried")
 
 
@@ -168,7 +157,7 @@ def test_application_errors_are_not_retried_by_default(workflow, workflow_id, ma
         workflow.run(fails_once_counted.bind(str(marks)), workflow_id=workflow_id)
 
     assert type(caught.value.__cause__) is Boom
-    assert _runs(marks, "plain") == 1
+    assert count(marks, "plain") == 1
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.FAILED
     task = workflow.get_metadata(workflow_id, f"{__name__}.fails_once_counted")
     assert task["attempts"] == 1
@@ -177,19 +166,19 @@ def test_application_errors_are_not_retried_by_default(workflow, workflow_id, ma
 
 @ray.remote
 def source(marks: str) -> int:
-    _mark(marks, "source")
+    mark(marks, "source")
     return 10
 
 
 @ray.remote
 def uncheckpointed(x: int, marks: str) -> int:
-    _mark(marks, "uncheckpointed")
+    mark(marks, "uncheckpointed")
     return x + 1
 
 
 @ray.remote
 def gate(x: int, marks: str) -> int:
-    _mark(marks, "gate")
+    mark(marks, "gate")
     if not os.path.exists(os.path.join(marks, "open")):
         raise RuntimeError("gate is closed")
     return x * 2
@@ -208,9 +197,9 @@ def test_checkpoint_false_task_reruns_on_resume(workflow, workflow_id, marks):
     assert workflow.resume(workflow_id) == 22
 
     # Then only the task without a checkpoint ran again, besides the failed one.
-    assert _runs(marks, "source") == 1
-    assert _runs(marks, "uncheckpointed") == 2
-    assert _runs(marks, "gate") == 2
+    assert count(marks, "source") == 1
+    assert count(marks, "uncheckpointed") == 2
+    assert count(marks, "gate") == 2
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.SUCCESSFUL
 
 
@@ -243,16 +232,18 @@ def durable_for_timeline(x: int) -> int:
 def _timeline_names_once(plain_name: str) -> set[str]:
     """Names in Ray's timeline, once a plain task started after the workflow shows in it."""
     ray.get(plain_for_timeline.options(name=plain_name).remote(1))
-    deadline = time.time() + 10
-    while True:  # task events reach the GCS about once a second
+
+    def names_once_plain_shows() -> set[str] | None:
         # An event's "cat" is task::<the task's name>, its "name" the function's.
         events = ray.timeline()
         names = {str(event.get("cat", "")).removeprefix("task::") for event in events}
         names |= {str(event.get("name")) for event in events}
-        if plain_name in names:
-            return names
-        assert time.time() < deadline, "the plain task never reached Ray's timeline"
-        time.sleep(0.2)
+        return names if plain_name in names else None
+
+    # Task events reach the GCS about once a second.
+    return eventually(
+        names_once_plain_shows, timeout=10, what="the plain task in Ray's timeline", interval=0.2
+    )
 
 
 def test_ray_keeps_no_task_events_for_gnomon_tasks_by_default(workflow, workflow_id):

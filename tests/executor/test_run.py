@@ -7,6 +7,8 @@ import pytest
 import ray
 from ray.dag import InputNode
 
+from tests.waiting import count, mark
+
 
 @ray.remote
 def one() -> int:
@@ -113,16 +115,13 @@ def test_recursive_continuation_fib_15(workflow, workflow_id, store):
 
 def test_run_an_existing_id_returns_the_stored_result(workflow, workflow_id, marks):
     @ray.remote
-    def once(path: str) -> int:
-        import os
-
-        with open(os.path.join(path, "ran"), "a") as handle:
-            handle.write("x")
+    def once(marks: str) -> int:
+        mark(marks, "once")
         return 7
 
     assert workflow.run(once.bind(str(marks)), workflow_id=workflow_id) == 7
     assert workflow.run(once.bind(str(marks)), workflow_id=workflow_id) == 7
-    assert (marks / "ran").read_text() == "x"
+    assert count(marks, "once") == 1
 
 
 def test_continuation_outside_a_workflow_just_runs(ray_address):

@@ -6,15 +6,15 @@ process, which never imported the script, resumes the workflow.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.executor import scripts
+from tests.waiting import count, eventually
 
 SCRIPT = textwrap.dedent(
     """
@@ -24,14 +24,14 @@ SCRIPT = textwrap.dedent(
         os.environ["GNOMON_SUSPEND_AFTER"] = "1"   # inherited by this script's Ray
     import ray
     from executor import workflow
+    from tests.waiting import mark
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     workflow.init(database_url, storage=storage)
 
     @ray.remote
     def step(name, *upstream):
-        with open(os.path.join(marks, name), "a") as handle:
-            handle.write("ran\\n")
+        mark(marks, name)
         return name, upstream
 
     before = step.bind("before")
@@ -47,26 +47,8 @@ SCRIPT = textwrap.dedent(
 def _start(
     tmp_path: Path, database_url: str, blob_root: Path, marks: Path, workflow_id: str, mode: str
 ) -> subprocess.Popen:
-    script = tmp_path / "crash_script.py"
-    script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.Popen(
-        [sys.executable, str(script), database_url, str(blob_root), str(marks), workflow_id, mode],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
-def _wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    args = [database_url, str(blob_root), str(marks), workflow_id, mode]
+    return scripts.start(SCRIPT, tmp_path, args)
 
 
 def _gate_task(store, workflow_id: str, task_id: str):
@@ -77,31 +59,23 @@ def _gate_task(store, workflow_id: str, task_id: str):
     return task if task.status.value == "WAITING" else None
 
 
-def _kill(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-
-
-def _runs(marks: Path, name: str) -> int:
-    path = marks / name
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
 def test_sigkill_during_sleep_resumes_for_what_is_left(
     workflow, store, database_url, blob_root, marks, workflow_id, tmp_path
 ):
     # Given a workflow killed about 3 s into an 8 s sleep
     process = _start(tmp_path, database_url, blob_root, marks, workflow_id, "sleep")
     try:
-        task = _wait_until(
-            lambda: _gate_task(store, workflow_id, "workflow.sleep"), what="the sleep to start"
+        task = eventually(
+            lambda: _gate_task(store, workflow_id, "workflow.sleep"),
+            timeout=60,
+            what="the sleep to start",
         )
-        _wait_until(lambda: _runs(marks, "before") == 1, what="the first task")
+        eventually(lambda: count(marks, "before") == 1, what="the first task")
         slept_from = task.started_at
         time.sleep(max(0.0, slept_from + 3 - time.time()))
     finally:
-        _kill(process)
-    assert _wait_until(
+        scripts.kill_group(process)
+    assert eventually(
         lambda: workflow.get_status(workflow_id) == workflow.WorkflowStatus.RESUMABLE,
         timeout=10,
         what="RESUMABLE",
@@ -113,9 +87,10 @@ def test_sigkill_during_sleep_resumes_for_what_is_left(
     # Then it wakes about 8 s after the sleep began (not 8 s after the resume)
     woke = store.get_task(workflow_id, "workflow.sleep").ended_at
     assert 7.9 <= woke - slept_from < 10.5
-    assert name == "after" and upstream[1] is None
-    assert _runs(marks, "before") == 1  # checkpointed before the kill: never again
-    assert _runs(marks, "after") == 1
+    assert name == "after"
+    assert upstream[1] is None
+    assert count(marks, "before") == 1  # checkpointed before the kill: never again
+    assert count(marks, "after") == 1
 
 
 def test_sigkill_during_event_wait_keeps_the_event(
@@ -123,14 +98,15 @@ def test_sigkill_during_event_wait_keeps_the_event(
 ):
     process = _start(tmp_path, database_url, blob_root, marks, workflow_id, "wait")
     try:
-        _wait_until(
+        eventually(
             lambda: _gate_task(store, workflow_id, "workflow.wait_for_event"),
+            timeout=60,
             what="the wait to start",
         )
-        _wait_until(lambda: _runs(marks, "before") == 1, what="the first task")
+        eventually(lambda: count(marks, "before") == 1, what="the first task")
     finally:
-        _kill(process)
-    _wait_until(
+        scripts.kill_group(process)
+    eventually(
         lambda: workflow.get_status(workflow_id) == workflow.WorkflowStatus.RESUMABLE,
         timeout=10,
         what="RESUMABLE",
@@ -141,7 +117,7 @@ def test_sigkill_during_event_wait_keeps_the_event(
     name, upstream = workflow.resume(workflow_id)
 
     assert (name, upstream[1]) == ("after", ("go", {"approved": True}))
-    assert _runs(marks, "before") == 1
+    assert count(marks, "before") == 1
     assert [e.consumed_by for e in store.list_events(workflow_id)] == ["workflow.wait_for_event"]
 
 
@@ -151,18 +127,18 @@ def test_long_sleep_suspends_in_the_database(
     # Given a sleep longer than the suspend threshold, in a process that then dies
     process = _start(tmp_path, database_url, blob_root, marks, workflow_id, "suspend")
     try:
-        record = (
-            _wait_until(
-                lambda: (r := store.get_workflow(workflow_id)).wake_at and r, what="suspension"
-            )
-            if _wait_until(lambda: _exists(store, workflow_id), what="submission")
-            else None
+        eventually(lambda: _exists(store, workflow_id), timeout=60, what="submission")
+        record = eventually(
+            lambda: (r := store.get_workflow(workflow_id)).wake_at and r,
+            timeout=60,
+            what="suspension",
         )
     finally:
-        _kill(process)
+        scripts.kill_group(process)
 
     # Then the workflow is parked: PENDING, no owner, a wake time, and due for the scheduler
-    assert record.status == workflow.WorkflowStatus.PENDING and record.owner is None
+    assert record.status == workflow.WorkflowStatus.PENDING
+    assert record.owner is None
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.PENDING
     assert workflow_id in [w for w, _ in store.due_wakeups(record.wake_at)]
     assert workflow_id not in [w for w, _ in workflow.list_all("RESUMABLE")]
@@ -171,7 +147,8 @@ def test_long_sleep_suspends_in_the_database(
     workflow.resume(workflow_id)
     assert store.get_task(workflow_id, "workflow.sleep").ended_at >= record.wake_at
     assert time.time() < record.wake_at + 5
-    assert _runs(marks, "before") == 1 and _runs(marks, "after") == 1
+    assert count(marks, "before") == 1
+    assert count(marks, "after") == 1
 
 
 def _exists(store, workflow_id: str) -> bool:

@@ -12,18 +12,18 @@ from click.testing import CliRunner
 
 from executor.status import WorkflowStatus
 from scheduler.cli import cli
-from tests.scheduler.waiting import eventually
+from tests.waiting import eventually
 from web import create_app
 
 OK = WorkflowStatus.SUCCESSFUL
 
 DAGS = """
 import os
-import time
 
 import ray
 
 import scheduler
+from tests.waiting import eventually
 
 
 @ray.remote
@@ -51,9 +51,7 @@ def flaky(path):
 
 @ray.remote
 def blocked(path):
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: os.path.exists(path), timeout=60, what=path)
     return "unblocked"
 
 
@@ -99,7 +97,8 @@ def last_line(printed: str) -> str:
 def one_error_line(result, code, text):
     assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("Error: ") and text in lines[-1], result.stderr
+    assert lines[-1].startswith("Error: "), result.stderr
+    assert text in lines[-1], result.stderr
     assert "Traceback" not in result.output
 
 
@@ -158,9 +157,11 @@ def test_list_status_and_output(gnomon, dags_file, workflow_id):
     assert workflow_id in [item["id"] for item in as_json]
 
     status = json.loads(gnomon("status", workflow_id, "--json").stdout)
-    assert status["status"] == "SUCCESSFUL" and len(status["tasks"]) == 4
+    assert status["status"] == "SUCCESSFUL"
+    assert len(status["tasks"]) == 4
     table = gnomon("status", workflow_id).stdout
-    assert "TASK" in table and all(task["task_id"] in table for task in status["tasks"])
+    assert "TASK" in table
+    assert all(task["task_id"] in table for task in status["tasks"])
 
     assert last_line(gnomon("output", workflow_id).stdout) == "6"
     doubled = [t["task_id"] for t in status["tasks"] if t["task_id"].endswith("double_2")]
@@ -184,7 +185,8 @@ def test_json_output_is_the_rest_api_s(gnomon, dags_file, workflow_id, database_
 
     detail = api.get(f"/api/v1/workflows/{workflow_id}").json
     assert json.loads(gnomon("status", workflow_id, "--json").stdout) == detail
-    assert detail["trigger"] == "manual" and len(detail["tasks"]) == 4
+    assert detail["trigger"] == "manual"
+    assert len(detail["tasks"]) == 4
     listed = api.get(f"/api/v1/workflows?name={name}").json["workflows"]
     assert json.loads(gnomon("list", "--name", name, "--json").stdout) == listed
 
@@ -193,7 +195,8 @@ def test_reading_commands_error_paths(gnomon, workflow_id):
     one_error_line(gnomon("status", "nope"), 2, "No workflow 'nope'")
     one_error_line(gnomon("output", "nope"), 2, "No workflow 'nope'")
     bad_status = gnomon("list", "--status", "bogus")
-    assert bad_status.exit_code == 2 and "Invalid value for '--status'" in bad_status.stderr
+    assert bad_status.exit_code == 2
+    assert "Invalid value for '--status'" in bad_status.stderr
 
 
 def test_resume_a_failed_run(gnomon, dags_file, workflow, workflow_id, tmp_path):
@@ -221,7 +224,8 @@ def test_cancel_and_delete(gnomon, dags_file, workflow, workflow_id, tmp_path):
 
     one_error_line(gnomon("delete", workflow_id), 1, "it is still active")
     canceled = gnomon("cancel", workflow_id)
-    assert canceled.exit_code == 0 and f"Canceled {workflow_id}" in canceled.stdout
+    assert canceled.exit_code == 0
+    assert f"Canceled {workflow_id}" in canceled.stdout
     eventually(lambda: workflow.get_status(workflow_id) == WorkflowStatus.CANCELED, timeout=30)
     with pytest.raises(ray.exceptions.RayTaskError, match="canceled"):
         ray.get(ref, timeout=30)
@@ -249,7 +253,8 @@ def test_send_event(gnomon, workflow, workflow_id):
     eventually(lambda: workflow.get_status(workflow_id) == OK, timeout=30, what="the approval")
     assert workflow.get_output(workflow_id) == {"key": "approve", "payload": {"by": "ana"}}
     bad = gnomon("send-event", workflow_id, "approve", "{not json")
-    assert bad.exit_code == 2 and "not valid JSON" in bad.stderr
+    assert bad.exit_code == 2
+    assert "not valid JSON" in bad.stderr
     one_error_line(gnomon("send-event", "nope", "approve", "{}"), 2, "No workflow 'nope'")
 
 
@@ -262,7 +267,9 @@ def test_schedule_commands(gnomon, services, registry, name, workflow):
 
     listed = json.loads(gnomon("schedules", "--json").stdout)
     mine = [item for item in listed if item["name"] == name]
-    assert mine and mine[0]["trigger"] == "every 3600s" and mine[0]["paused"] is False
+    assert mine
+    assert mine[0]["trigger"] == "every 3600s"
+    assert mine[0]["paused"] is False
     assert name in gnomon("schedules").stdout
 
     assert gnomon("pause", name).exit_code == 0
@@ -270,7 +277,8 @@ def test_schedule_commands(gnomon, services, registry, name, workflow):
         "next_run_at"
     ] is None
     unpaused = gnomon("unpause", name)
-    assert unpaused.exit_code == 0 and "next run 20" in unpaused.stdout
+    assert unpaused.exit_code == 0
+    assert "next run 20" in unpaused.stdout
 
     triggered = gnomon("trigger", name, "--param", "limit=5", "--wait")
     assert triggered.exit_code == 0, triggered.output
@@ -284,7 +292,8 @@ def test_schedule_commands(gnomon, services, registry, name, workflow):
 
 def test_db_upgrade_and_database_errors(gnomon, database_url):
     upgraded = gnomon("db", "upgrade")
-    assert upgraded.exit_code == 0 and "up to date" in upgraded.stdout
+    assert upgraded.exit_code == 0
+    assert "up to date" in upgraded.stdout
 
     runner = CliRunner()
     down = runner.invoke(cli, ["list", "--database-url", "postgresql://gnomon@127.0.0.1:1/x"])
@@ -294,7 +303,8 @@ def test_db_upgrade_and_database_errors(gnomon, database_url):
     malformed = runner.invoke(cli, ["list", "--database-url", "not a url"])
     one_error_line(malformed, 2, "Invalid database URL not a url")
     from_env = runner.invoke(cli, ["list", "--json"], env={"GNOMON_DATABASE_URL": database_url})
-    assert from_env.exit_code == 0 and isinstance(json.loads(from_env.stdout), list)
+    assert from_env.exit_code == 0
+    assert isinstance(json.loads(from_env.stdout), list)
 
 
 def test_up_refuses_bad_setups_in_one_line(tmp_path):

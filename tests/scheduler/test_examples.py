@@ -12,7 +12,7 @@ from executor.status import WorkflowStatus
 from scheduler.loader import EXAMPLES_DIR, load_dags
 from scheduler.registry import Registry
 from scheduler.runs import RunLauncher
-from tests.scheduler.waiting import eventually
+from tests.waiting import eventually
 
 OK = WorkflowStatus.SUCCESSFUL
 LOGICAL = datetime(2026, 3, 2, 3, 0, tzinfo=timezone.utc)
@@ -51,9 +51,11 @@ def test_nightly_etl_loads_the_day_before(examples, run_example, workflow, store
 
     assert workflow.wait_for_completion(workflow_id, timeout=60) == OK
     summary = workflow.get_output(workflow_id)
-    assert summary["day"] == "2026-03-01" and 0 < summary["orders"] <= 50
+    assert summary["day"] == "2026-03-01"
+    assert 0 < summary["orders"] <= 50
     assert json.loads((tmp_path / "2026-03-01.json").read_text()) == summary
-    with pytest.raises(ValueError):  # a bad day is the trigger's error, not a failed task
+    # A bad day is the trigger's error, not a failed task.
+    with pytest.raises(ValueError, match="'yesterday'"):
         run_example("nightly_etl", {"day": "yesterday"})
 
 
@@ -67,7 +69,8 @@ def test_health_check_reports_failing_targets(run_example):
 
         result = run_example("health_check", {"targets": [up, down], "timeout": 1.0})
 
-    assert result["healthy"] is False and result["failing"] == [down]
+    assert result["healthy"] is False
+    assert result["failing"] == [down]
     assert [probe["ok"] for probe in result["results"]] == [True, False, True]
 
 
@@ -80,7 +83,8 @@ def test_fanout_report_gathers_every_region(run_example, store):
 
 def test_paginated_sync_continues_page_by_page(run_example, store):
     result = run_example("paginated_sync", {"page_size": 50, "total": 120})
-    assert result["synced"] == 120 and result["pages"] == 3
+    assert result["synced"] == 120
+    assert result["pages"] == 3
 
 
 def test_approval_flow_waits_for_the_approval(run_example, workflow):

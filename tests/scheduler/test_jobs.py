@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 
 from scheduler import jobs
-from tests.scheduler.waiting import eventually
+from tests.waiting import eventually
 
 FIRED: list[float] = []
 

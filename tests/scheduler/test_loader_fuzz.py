@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import tempfile
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +25,7 @@ from scheduler.errors import DagFactoryError, InvalidTargetError
 from scheduler.loader import MAX_ERROR_CHARS, load_dags
 from scheduler.registry import Registry
 from tests.scheduler.processes import GnomonUp, free_port
-from tests.scheduler.waiting import eventually
+from tests.waiting import eventually
 from web import create_app
 
 HEADER = "import scheduler\n\n\ndef factory(run):\n    return None\n\n\n"
@@ -199,7 +199,8 @@ def test_broken_files_are_reported_and_the_good_ones_fire(
     assert set(errors) == set(expected), set(errors) ^ set(expected)
     for filename, message in errors.items():
         assert expected[filename] in message, (filename, message)
-        assert "\n" not in message and len(message) <= MAX_ERROR_CHARS + 40, filename
+        assert "\n" not in message, filename
+        assert len(message) <= MAX_ERROR_CHARS + 40, filename
         message.encode("utf-8")  # no lone surrogates: it can be logged and served
     assert registry.import_errors == result.errors
     assert all(Path(path).is_absolute() for path in result.errors)
@@ -266,7 +267,8 @@ def test_a_file_named_like_a_standard_module_does_not_shadow_it(tmp_path, clean_
 
     import colorsys  # whoever imports it later gets the standard library's
 
-    assert registry.names() == [name] and hasattr(colorsys, "rgb_to_hsv")
+    assert registry.names() == [name]
+    assert hasattr(colorsys, "rgb_to_hsv")
 
 
 def test_an_unreadable_dags_folder_is_a_one_line_error(tmp_path):
@@ -295,6 +297,7 @@ def test_a_file_that_hangs_at_import_is_reported_and_the_others_load(
     tmp_path, clean_imports, name, monkeypatch
 ):
     monkeypatch.setattr(loader, "IMPORT_TIMEOUT", 1.0)
+    handler = signal.getsignal(signal.SIGALRM)
     for filename, text in HANGS.items():
         _write(tmp_path, filename, text)
     _write(tmp_path, "zz_good.py", _register(name=f"'{name}'", interval="60"))
@@ -308,8 +311,9 @@ def test_a_file_that_hangs_at_import_is_reported_and_the_others_load(
     for filename, message in errors.items():
         assert message.startswith("DagImportTimeout: import took longer than 1 s"), message
         assert f"(at {filename}, line" in message
-    # ... and the timer is off again: nothing interrupts the process later
-    time.sleep(1.5)
+    # ... and the timer is off, its handler put back: nothing interrupts the process later
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) == handler
 
 
 def test_a_huge_good_file_loads(tmp_path, clean_imports, name):
@@ -364,7 +368,9 @@ def test_generated_files_never_stop_the_loader(files, clean_imports):
         assert len(result.modules) + len(result.errors) == len(files) + 1
         for path, message in result.errors.items():
             assert Path(path).name.startswith("generated_")
-            assert message and "\n" not in message and len(message) <= MAX_ERROR_CHARS + 40
+            assert message
+            assert "\n" not in message
+            assert len(message) <= MAX_ERROR_CHARS + 40
             message.encode("utf-8")
 
 
@@ -393,7 +399,8 @@ def test_gnomon_up_reports_each_broken_file_in_one_line_and_keeps_running(tmp_pa
         lines = [line for line in up.text().splitlines() if line.startswith("Error: dags file")]
         for filename, (_, message) in BROKEN.items():
             mine = [line for line in lines if f"/{filename} did not load: " in line]
-            assert len(mine) == 1 and message in mine[0], (filename, mine)
+            assert len(mine) == 1, (filename, mine)
+            assert message in mine[0], (filename, mine)
         hung = [line for line in lines if "/hangs.py did not load: DagImportTimeout" in line]
         assert len(hung) == 1, lines
         assert "Traceback" not in up.text()

@@ -13,8 +13,8 @@ import ray
 from executor.manager import manager_for
 from executor.status import WorkflowStatus
 from scheduler import jobs
-from scheduler.registry import format_logical_date, run_id
-from tests.scheduler.waiting import count, eventually, mark
+from scheduler.registry import Registry, format_logical_date, run_id
+from tests.waiting import count, eventually, mark
 
 UTC = timezone.utc
 OK = WorkflowStatus.SUCCESSFUL
@@ -29,9 +29,7 @@ def first_step(marks: str) -> str:
 @ray.remote
 def blocked_step(previous: str, marks: str, go: str) -> str:
     mark(marks, "blocked")
-    deadline = time.monotonic() + 60
-    while not os.path.exists(go) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: os.path.exists(go), timeout=60, what="go")
     return previous + "+blocked"
 
 
@@ -121,7 +119,8 @@ def test_recovery_gives_suspended_workflows_a_wakeup(
     service.recover()
 
     job = service.scheduler.get_job(jobs.job_id(jobs.WAKEUP, workflow_id), "default")
-    assert job is not None and abs(job.next_run_time.timestamp() - wake_at) < 0.01
+    assert job is not None
+    assert abs(job.next_run_time.timestamp() - wake_at) < 0.01
     eventually(lambda: workflow.get_status(workflow_id) == OK, timeout=30, what="the wake-up")
 
 
@@ -134,7 +133,7 @@ def tick_task(logical: str, marks: str, seconds: float) -> str:
 
 def restart_after_downtime(services, registry, name, marks, seconds, **options):
     """Register, then start as if the scheduler had been down for four minutes (the job's
-    next run was due then); returns the latest tick that was missed."""
+    next run was due then); returns the started service and the latest tick missed."""
     registry.register(
         lambda run: tick_task.bind(format_logical_date(run.logical_date), str(marks), seconds),
         name=name,
@@ -148,17 +147,18 @@ def restart_after_downtime(services, registry, name, marks, seconds, **options):
         jobs.job_id(jobs.SCHEDULE, name), "default", next_run_time=last_tick - timedelta(minutes=4)
     )
     before.stop()
-    services(registry)
-    return last_tick
+    return services(registry), last_tick
 
 
 def test_catchup_off_runs_only_the_latest_missed_tick(
     workflow, services, registry, name, marks, store
 ):
-    last_tick = restart_after_downtime(services, registry, name, marks, 0.0, catchup=False)
+    service, last_tick = restart_after_downtime(services, registry, name, marks, 0.0, catchup=False)
 
     eventually(lambda: store.list_workflows(name=name), timeout=30, what="a run")
-    time.sleep(1.5)
+    # Once the service has stopped, which waits for the runs it was starting, every
+    # missed tick it fired has its run, and any it held back is in the stored backlog.
+    service.stop()
     runs = sorted(record.workflow_id for record in store.list_workflows(name=name))
     # The latest missed tick, not the older ones; the next regular tick may follow it if
     # the test runs across a minute's turn (seen once: 07:04 and 07:05 both ran).
@@ -166,13 +166,16 @@ def test_catchup_off_runs_only_the_latest_missed_tick(
     assert len(runs) == 1 or (
         len(runs) == 2 and runs[1] == run_id(name, last_tick + timedelta(minutes=1))
     )
+    stored = services(Registry(), start=False).schedule(name)
+    assert stored.backlog == 0
+    assert stored.next_run_at > last_tick
     assert workflow.wait_for_completion(runs[0], timeout=30) == OK
 
 
 def test_catchup_on_runs_every_missed_tick_oldest_first_within_max_active_runs(
     workflow, services, registry, name, marks, store
 ):
-    last_tick = restart_after_downtime(
+    _, last_tick = restart_after_downtime(
         services, registry, name, marks, 0.5, catchup=True, max_active_runs=2
     )
     expected = [run_id(name, last_tick - timedelta(minutes=m)) for m in (4, 3, 2, 1, 0)]

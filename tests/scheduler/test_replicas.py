@@ -19,24 +19,22 @@ from executor.status import WorkflowStatus
 from scheduler.registry import parse_logical_date
 from tests.scheduler.processes import GnomonUp, free_port
 from tests.scheduler.test_recovery import orphan_workflow
-from tests.scheduler.waiting import count, eventually
+from tests.waiting import count, eventually, python_path
 
 pytestmark = pytest.mark.slow
 
 START_SECONDS = 120
 
 DAGS = """
-import os
-
 import ray
 
 import scheduler
+from tests.waiting import mark
 
 
 @ray.remote
 def note(logical, marks):
-    with open(os.path.join(marks, "tick-" + logical), "a") as handle:
-        handle.write(f"{{os.getpid()}}\\n")
+    mark(marks, "tick-" + logical)
     return logical
 
 
@@ -65,6 +63,7 @@ def two_replicas(ray_address, postgresql_url, blob_root, tmp_path, marks, env=No
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "replicated.py").write_text(textwrap.dedent(DAGS.format(name=name, marks=str(marks))))
+    replica_env = {**(env or {}), "PYTHONPATH": python_path()}  # dags import tests.waiting
     replicas = []
     try:
         for index in range(2):
@@ -80,7 +79,7 @@ def two_replicas(ray_address, postgresql_url, blob_root, tmp_path, marks, env=No
                 "--ray-address",
                 ray_address,
             ]
-            replicas.append(GnomonUp(args, tmp_path / f"replica-{index}.log", env=env))
+            replicas.append(GnomonUp(args, tmp_path / f"replica-{index}.log", env=replica_env))
         for replica in replicas:
             replica.wait_for("Press Ctrl-C to stop.", START_SECONDS)
 

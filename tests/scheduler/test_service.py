@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import os
 import threading
-import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import ray
+from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
 from executor.status import WorkflowStatus
 from scheduler import jobs
 from scheduler.errors import RunExistsError, ScheduleNotFoundError
 from scheduler.registry import Registry, format_logical_date, parse_logical_date, run_id
-from tests.scheduler.waiting import count, eventually, mark
+from scheduler.service import SchedulerService
+from tests.waiting import count, eventually, mark
 
 UTC = timezone.utc
 OK = WorkflowStatus.SUCCESSFUL
@@ -37,6 +39,18 @@ def stamping(marks):
 def finished(store, name, at_least):
     records = [r for r in store.list_workflows(name=name) if r.status == OK]
     return records if len(records) >= at_least else None
+
+
+def passes(service: SchedulerService, job_id: str) -> Callable[[], int]:
+    """Counts the runs of one of ``service``'s own jobs from now on."""
+    ran: list[JobExecutionEvent] = []
+
+    def on_executed(event: JobExecutionEvent) -> None:
+        if event.job_id == job_id:
+            ran.append(event)
+
+    service.scheduler.add_listener(on_executed, EVENT_JOB_EXECUTED)
+    return lambda: len(ran)
 
 
 def test_interval_ticks_run_with_their_logical_dates(
@@ -77,11 +91,12 @@ def test_one_off_fires_once_and_not_again_after_a_restart(services, registry, na
     eventually(lambda: finished(store, name, 1), timeout=30, what="the one-off run")
     first.stop()
     second = services(registry)
-    time.sleep(1.0)
 
+    # Its job is kept with no next run time: a job in that state never fires. (One that
+    # fired would be gone: a date trigger fires once.)
+    assert second.schedule(name).next_run_at is None
     assert [r.workflow_id for r in store.list_workflows(name=name)] == [run_id(name, at)]
     assert count(marks, format_logical_date(at)) == 1
-    assert second.schedule(name).next_run_at is None
 
 
 def test_trigger_merges_params_over_the_defaults(workflow, services, registry, name, marks, store):
@@ -119,20 +134,28 @@ def test_pause_survives_a_restart_and_unpause_resumes(services, registry, name, 
     runs_when_paused = len(store.list_workflows(name=name))
     restarted = services(registry)  # registered paused=False: the stored pause wins
 
+    # Its job has no next run time, so it cannot fire; and once a housekeeping pass (which
+    # starts backlogged ticks) has run and the service has stopped, which waits for the
+    # runs it was starting, no run was added while it was paused.
     info = restarted.schedule(name)
-    assert info.paused and info.next_run_at is None
-    time.sleep(2.5)
+    assert info.paused
+    assert info.next_run_at is None
+    housekeeping = passes(restarted, "housekeeping")
+    eventually(housekeeping, timeout=30, what="a housekeeping pass while paused")
+    restarted.stop()
     assert len(store.list_workflows(name=name)) == runs_when_paused
 
-    restarted.unpause(name)
-    assert restarted.schedule(name).next_run_at is not None
+    again = services(registry)
+    assert again.schedule(name).paused
+    again.unpause(name)
+    assert again.schedule(name).next_run_at is not None
     eventually(
         lambda: len(store.list_workflows(name=name)) > runs_when_paused,
         timeout=30,
         what="a tick after unpause",
     )
     with pytest.raises(ScheduleNotFoundError):
-        restarted.pause("nope")
+        again.pause("nope")
 
 
 def test_registered_paused_starts_paused(services, registry, name, marks):
@@ -164,7 +187,8 @@ def test_a_duplicate_tick_is_a_no_op(workflow, services, registry, name, marks, 
     for thread in threads:
         thread.join(timeout=30)
 
-    assert results.count(run_id(name, racing_tick)) == 1 and results.count(None) == 3
+    assert results.count(run_id(name, racing_tick)) == 1
+    assert results.count(None) == 3
     for moment in (tick, racing_tick):
         assert workflow.wait_for_completion(run_id(name, moment), timeout=30) == OK
         assert count(marks, format_logical_date(moment)) == 1
@@ -174,9 +198,7 @@ def test_a_duplicate_tick_is_a_no_op(workflow, services, registry, name, marks, 
 @ray.remote
 def held(logical: str, marks: str, go: str) -> str:
     mark(marks, logical)
-    deadline = time.monotonic() + 60
-    while not os.path.exists(go) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: os.path.exists(go), timeout=60, what="go")
     return logical
 
 

@@ -93,7 +93,8 @@ def test_one_off_fires_once_and_naive_dates_use_the_time_zone():
 
 def test_trigger_only_schedules_never_fire():
     spec = TriggerSpec.parse()
-    assert spec.kind == "none" and spec.describe() == "manual"
+    assert spec.kind == "none"
+    assert spec.describe() == "manual"
     assert (
         fire_times(spec.build(), datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
         == []
@@ -191,7 +192,7 @@ def test_two_factories_cannot_share_a_name():
 
 
 @pytest.mark.parametrize(
-    "day_field, weekdays",
+    ("day_field", "weekdays"),
     [
         ("1", {"Monday"}),
         ("0", {"Sunday"}),

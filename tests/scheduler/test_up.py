@@ -21,7 +21,7 @@ from executor.store import SqlStore
 from scheduler.cli import cli
 from scheduler.registry import run_id
 from tests.scheduler.processes import GnomonUp, free_port
-from tests.scheduler.waiting import count, eventually
+from tests.waiting import count, eventually, python_path
 
 pytestmark = pytest.mark.slow
 
@@ -30,34 +30,27 @@ START_SECONDS = 150
 
 DAGS = """
 import os
-import time
 from datetime import datetime
 
 import ray
 
 import scheduler
+from tests.waiting import eventually, mark
 
 MARKS, GO = {marks!r}, {go!r}
 
 
-def mark(name):
-    with open(os.path.join(MARKS, name), "a") as handle:
-        handle.write(f"{{os.getpid()}}\\n")
-
-
 @ray.remote
 def extract(logical):
-    mark("extract")
+    mark(MARKS, "extract")
     return logical
 
 
 @ray.remote
 def load(value):
-    mark("load-started")
-    deadline = time.monotonic() + 120
-    while not os.path.exists(GO) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    mark("load-finished")
+    mark(MARKS, "load-started")
+    eventually(lambda: os.path.exists(GO), timeout=120, what="go")
+    mark(MARKS, "load-finished")
     return value + " loaded"
 
 
@@ -92,7 +85,11 @@ def test_kill_minus_nine_mid_run_then_restart_finishes_the_run_once(tmp_path, ma
         "--ray-address",
         "local",
     ]
-    env = {"GNOMON_HOME": str(tmp_path / "home"), "GNOMON_RECOVERY_INTERVAL": "2"}
+    env = {
+        "GNOMON_HOME": str(tmp_path / "home"),
+        "GNOMON_RECOVERY_INTERVAL": "2",
+        "PYTHONPATH": python_path(),  # the dags file imports tests.waiting
+    }
     workflow_id = run_id(name, at)
     store = SqlStore.create(database_url)
 
@@ -100,9 +97,8 @@ def test_kill_minus_nine_mid_run_then_restart_finishes_the_run_once(tmp_path, ma
     second = None
     try:
         first.wait_for("Press Ctrl-C to stop.", START_SECONDS)
-        assert "Error: dags file" in first.text() and "RuntimeError: broken dags file" in (
-            first.text()
-        )
+        assert "Error: dags file" in first.text()
+        assert "RuntimeError: broken dags file" in (first.text())
         eventually(lambda: count(marks, "load-started") >= 1, timeout=60, what="the slow task")
 
         first.kill_hard()
@@ -179,5 +175,6 @@ def test_processes_starting_at_once_agree_on_one_api_token(tmp_path, monkeypatch
 
     assert [start.exitcode for start in starts] == [0] * 6, "every start came up"
     found = [tokens.get(timeout=5) for _ in starts]
-    assert len(set(found)) == 1 and found[0] == (tmp_path / "api_token").read_text()
+    assert len(set(found)) == 1
+    assert found[0] == (tmp_path / "api_token").read_text()
     assert [path.name for path in tmp_path.iterdir()] == ["api_token"], "no drafts are left"

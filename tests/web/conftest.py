@@ -1,5 +1,6 @@
-"""Web fixtures: an app on the test database, clients with and without the token, runs
-seeded straight into the store (fast, no Ray), and the scheduler fixtures."""
+"""Web fixtures: an app on the test database, clients with and without the token, and runs
+seeded straight into the store (fast, no Ray). The scheduler's fixtures come from
+``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from flask.testing import FlaskClient
 
 from executor.status import TaskStatus, WorkflowStatus
 from executor.store import NewTask, SqlStore
-from executor.store.sql import HOSTNAME, owner_id
-from tests.scheduler.conftest import name, registry, services  # noqa: F401
+from executor.store.leases import HOSTNAME, owner_id
 from web import create_app
 
 TOKEN = "test-token-0123456789"

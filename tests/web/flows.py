@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 
 import ray
+
+from tests.waiting import eventually
 
 
 @ray.remote
@@ -36,9 +37,7 @@ def needs_file(path: str, value: str) -> str:
 @ray.remote
 def waits_for_file(path: str, timeout: float = 60.0) -> str:
     """Runs until ``path`` exists, so a test can watch the run while it is RUNNING."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: os.path.exists(path), timeout=timeout, what=path)
     return "released"
 
 

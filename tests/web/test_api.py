@@ -13,7 +13,7 @@ from executor.errors import WorkflowExecutionError
 from executor.events import MAX_PAYLOAD_BYTES
 from executor.status import WorkflowStatus
 from scheduler.registry import Registry
-from tests.scheduler.waiting import eventually
+from tests.waiting import eventually
 from tests.web import flows
 from tests.web.conftest import seed
 
@@ -80,7 +80,8 @@ def test_get_returns_the_run_and_its_tasks(api, store, workflow_id):
     body = api.get(f"/api/v1/workflows/{workflow_id}").json
 
     assert list(body) == DETAIL_KEYS
-    assert body["status"] == "FAILED" and body["metadata"] == {"team": "data"}
+    assert body["status"] == "FAILED"
+    assert body["metadata"] == {"team": "data"}
     assert body["error"].endswith("ValueError: boom")
     assert [list(task) for task in body["tasks"]] == [TASK_KEYS, TASK_KEYS]
     assert [task["status"] for task in body["tasks"]] == ["SUCCESSFUL", "FAILED"]
@@ -114,7 +115,8 @@ def test_resume_a_failed_run_after_fixing_its_cause(api, workflow, workflow_id, 
 
     eventually(lambda: workflow.get_status(workflow_id) == WorkflowStatus.SUCCESSFUL)
     again = api.post(f"/api/v1/workflows/{workflow_id}/resume")
-    assert again.status_code == 409 and "SUCCESSFUL" in again.json["error"]
+    assert again.status_code == 409
+    assert "SUCCESSFUL" in again.json["error"]
 
 
 def test_cancel_a_running_run_then_conflict(api, workflow, workflow_id, released):
@@ -129,7 +131,8 @@ def test_cancel_a_running_run_then_conflict(api, workflow, workflow_id, released
 def test_delete_is_refused_while_active(api, store, workflow_id):
     seed(store, workflow_id, WorkflowStatus.RUNNING)
     refused = api.delete(f"/api/v1/workflows/{workflow_id}")
-    assert refused.status_code == 409 and "RUNNING" in refused.json["error"]
+    assert refused.status_code == 409
+    assert "RUNNING" in refused.json["error"]
 
     store.finish(workflow_id, None, WorkflowStatus.FAILED, error="x")
     assert api.delete(f"/api/v1/workflows/{workflow_id}").status_code == 204
@@ -146,7 +149,8 @@ def test_event_releases_a_waiting_run(api, workflow, workflow_id):
         content_type="application/json",
     )
 
-    assert response.status_code == 202 and response.json["event_key"] == "approve"
+    assert response.status_code == 202
+    assert response.json["event_key"] == "approve"
     assert ray.get(ref, timeout=60) == "('approve', {'by': 'ops'})"
     closed = api.post(f"/api/v1/workflows/{workflow_id}/events/approve", data="1")
     assert closed.status_code == 409
@@ -210,13 +214,15 @@ def test_schedules_list_trigger_pause_unpause(make_app, services, name, workflow
     assert workflow.get_metadata(workflow_id)["status"] == WorkflowStatus.SUCCESSFUL
 
     paused = api.post(f"/api/v1/schedules/{name}/pause")
-    assert paused.status_code == 200 and paused.json["paused"] is True
+    assert paused.status_code == 200
+    assert paused.json["paused"] is True
     assert service.schedule(name).paused
     metrics = api.get("/metrics").text
     assert f'gnomon_scheduler_lag_seconds{{schedule="{name}"}} 0.0' in metrics
     assert f'gnomon_schedule_paused{{schedule="{name}"}} 1.0' in metrics
     unpaused = api.post(f"/api/v1/schedules/{name}/unpause")
-    assert unpaused.status_code == 200 and unpaused.json["paused"] is False
+    assert unpaused.status_code == 200
+    assert unpaused.json["paused"] is False
 
 
 @pytest.mark.parametrize(
@@ -247,19 +253,22 @@ def test_unknown_schedule_is_404(make_app, services, workflow, action):
         f"/api/v1/schedules/nope/{action}",
         headers={"Authorization": "Bearer test-token-0123456789"},
     )
-    assert response.status_code == 404 and response.json == {"error": "No schedule 'nope'"}
+    assert response.status_code == 404
+    assert response.json == {"error": "No schedule 'nope'"}
 
 
 def test_without_a_scheduler_schedules_are_unavailable(api):
     response = api.get("/api/v1/schedules")
-    assert response.status_code == 503 and "scheduler" in response.json["error"]
+    assert response.status_code == 503
+    assert "scheduler" in response.json["error"]
 
 
 def test_unknown_routes_and_methods_answer_json(api):
     assert api.get("/api/v1/nothing").status_code == 404
     assert api.get("/api/v1/nothing").json["error"]
     wrong_method = api.put("/api/v1/workflows")
-    assert wrong_method.status_code == 405 and wrong_method.json["error"]
+    assert wrong_method.status_code == 405
+    assert wrong_method.json["error"]
 
 
 def test_healthz_and_metrics(api, workflow, workflow_id):
@@ -311,7 +320,8 @@ def test_a_nul_character_is_a_400_on_both_databases(api, path):
 def test_a_nul_in_an_event_key_is_a_400(api, store, workflow_id):
     seed(store, workflow_id, WorkflowStatus.RUNNING)
     response = api.post(f"/api/v1/workflows/{workflow_id}/events/a%00b", data="1")
-    assert response.status_code == 400 and "event_key" in response.json["error"]
+    assert response.status_code == 400
+    assert "event_key" in response.json["error"]
     assert store.list_events(workflow_id) == []
 
 
@@ -335,7 +345,8 @@ def test_deeply_nested_json_is_a_400(api, store, workflow_id):
     seed(store, workflow_id, WorkflowStatus.RUNNING)
     nested = "[" * 100_000 + "]" * 100_000  # under 1 MiB, past Python's recursion limit
     response = api.post(f"/api/v1/workflows/{workflow_id}/events/k", data=nested)
-    assert response.status_code == 400 and "not valid JSON" in response.json["error"]
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json["error"]
 
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
@@ -353,4 +364,5 @@ def test_trigger_params_refuse_nan(make_app, services, name, workflow, constant)
 
 def test_healthz_answers_json_errors(api):
     response = api.post("/healthz")
-    assert response.status_code == 405 and response.json["error"]
+    assert response.status_code == 405
+    assert response.json["error"]

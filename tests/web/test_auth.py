@@ -57,13 +57,15 @@ def test_every_route_but_healthz_needs_the_token(app: Flask, method: str, path: 
     assert wrong.status_code == 401
     if path.startswith(("/api/", "/metrics")):
         assert anonymous.status_code == 401
-        assert anonymous.json == {"error": anonymous.json["error"]} and anonymous.json["error"]
+        assert anonymous.json == {"error": anonymous.json["error"]}
+        assert anonymous.json["error"]
         assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
     elif method == "GET":
         assert anonymous.status_code == 302
         assert anonymous.headers["Location"].startswith("/login?next=")
     else:
-        assert anonymous.status_code == 401 and 'name="token"' in anonymous.text
+        assert anonymous.status_code == 401
+        assert 'name="token"' in anonymous.text
     assert client.get("/healthz").json == {"ok": True}
 
 
@@ -71,16 +73,19 @@ def test_login_form_sets_a_session_that_opens_pages_and_the_api(app: Flask) -> N
     client = app.test_client()
     form = client.get("/login?next=/schedules")
     wrong = client.post("/login", data={"token": "nope", "csrf_token": csrf_of(form.text)})
-    assert wrong.status_code == 401 and "not valid" in wrong.text
+    assert wrong.status_code == 401
+    assert "not valid" in wrong.text
 
     right = client.post(
         "/login", data={"token": TOKEN, "next": "/schedules", "csrf_token": csrf_of(form.text)}
     )
-    assert right.status_code == 302 and right.headers["Location"] == "/schedules"
+    assert right.status_code == 302
+    assert right.headers["Location"] == "/schedules"
     assert client.get("/").status_code == 200
     assert client.get("/api/v1/workflows").status_code == 200
     cookie = right.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
 
 
 def test_login_without_csrf_token_is_refused(app: Flask) -> None:
@@ -95,7 +100,8 @@ def test_token_in_the_url_logs_in_and_is_dropped_from_it(app: Flask) -> None:
     assert bad.status_code == 401
 
     good = client.get(f"/?token={TOKEN}&status=FAILED")
-    assert good.status_code == 302 and good.headers["Location"] == "/?status=FAILED"
+    assert good.status_code == 302
+    assert good.headers["Location"] == "/?status=FAILED"
     assert client.get("/").status_code == 200
 
 
@@ -127,9 +133,11 @@ def test_session_forms_need_csrf_and_bearer_calls_do_not(app: Flask, store, work
     page = client.get(f"/runs/{workflow_id}?token={TOKEN}", follow_redirects=True)
 
     refused = client.post(f"/runs/{workflow_id}/delete")
-    assert refused.status_code == 400 and "CSRF" in refused.text
+    assert refused.status_code == 400
+    assert "CSRF" in refused.text
     cookie_api = client.delete(f"/api/v1/workflows/{workflow_id}")
-    assert cookie_api.status_code == 400 and "CSRF" in cookie_api.json["error"]
+    assert cookie_api.status_code == 400
+    assert "CSRF" in cookie_api.json["error"]
     assert store.get_workflow(workflow_id)
 
     header = client.post(f"/runs/{workflow_id}/delete", headers={"X-CSRFToken": csrf_of(page.text)})
@@ -146,7 +154,8 @@ def test_security_headers_on_pages_api_and_static(app: Flask) -> None:
     for path in ["/login", "/healthz", "/static/gnomon.css", "/api/v1/workflows"]:
         response = client.get(path, headers=BEARER)
         csp = response.headers["Content-Security-Policy"]
-        assert "script-src 'self'" in csp and "unsafe-inline" not in csp, path
+        assert "script-src 'self'" in csp, path
+        assert "unsafe-inline" not in csp, path
         assert "frame-ancestors 'none'" in csp
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
@@ -156,8 +165,10 @@ def test_security_headers_on_pages_api_and_static(app: Flask) -> None:
 
 def test_pages_have_no_inline_script_or_style(browser) -> None:
     html = browser.get("/").text + browser.get("/schedules").text + browser.get("/login").text
-    assert "<script>" not in html and "<script " not in html.replace("<script src=", "")
-    assert " style=" not in html and "<style" not in html
+    assert "<script>" not in html
+    assert "<script " not in html.replace("<script src=", "")
+    assert " style=" not in html
+    assert "<style" not in html
 
 
 def test_without_a_token_the_dashboard_is_open_but_only_on_loopback(make_app, workflow) -> None:

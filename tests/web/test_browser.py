@@ -316,7 +316,8 @@ def test_runs_list_and_a_large_run(stack: Stack, page: Page) -> None:
     page.goto(f"{stack.url}/")
     shown = page.locator("#run-rows tr").evaluate_all("rows => rows.map(r => r.dataset.workflowId)")
     newest = [record.workflow_id for record in stack.store.list_workflows(limit=len(shown))]
-    assert shown == newest and shown[0] == workflow_id
+    assert shown == newest
+    assert shown[0] == workflow_id
     finished = page.locator(f'tr[data-workflow-id="{shown[1]}"] a').element_handle()
     page.wait_for_timeout(2500)  # two live updates
     assert finished.evaluate("link => link.isConnected"), "an unchanged row was replaced"

@@ -29,27 +29,26 @@ from executor.status import WorkflowStatus
 from executor.store import SqlStore
 from tests.postgres import restart_postgres
 from tests.scheduler.processes import GnomonUp, dags_folder, free_port
-from tests.scheduler.waiting import eventually
+from tests.waiting import count, eventually, python_path
 from tests.web.conftest import BEARER
 
 START_SECONDS = 120
 TOKEN = "db-unavailable-token"
 
 DAGS = """
-import os
 import time
 
 import ray
 
 import scheduler
+from tests.waiting import mark
 
 MARKS = {marks!r}
 
 
 @ray.remote(num_cpus=0.25)
 def step(name, *upstream):
-    with open(os.path.join(MARKS, name), "a") as handle:
-        handle.write("ran\\n")
+    mark(MARKS, name)
     time.sleep(0.7)
     return 1 + sum(upstream)
 
@@ -187,7 +186,11 @@ def test_dashboard_through_a_postgres_restart(
         *("--storage", str(tmp_path / "blobs"), "--port", str(port)),
         *("--ray-address", ray_address),
     ]
-    env = {"GNOMON_HOME": str(tmp_path / "home"), "GNOMON_API_TOKEN": TOKEN}
+    env = {
+        "GNOMON_HOME": str(tmp_path / "home"),
+        "GNOMON_API_TOKEN": TOKEN,
+        "PYTHONPATH": python_path(),  # the dags file imports tests.waiting
+    }
     store = SqlStore.create(scratch_postgresql_url)
     up = GnomonUp(args, tmp_path / "up.log", env)
     try:
@@ -260,7 +263,7 @@ def test_dashboard_through_a_postgres_restart(
             timeout=90,
             what="the chain to finish",
         )
-        runs = {p.name: p.read_text().count("ran") for p in marks.glob("s*")}
+        runs = {p.name: count(marks, p.name) for p in marks.glob("s*")}
         assert runs == {f"s{i}": 1 for i in range(8)}, runs
         eventually(
             lambda: any(

@@ -133,6 +133,7 @@ def test_the_installed_wheel_serves_the_dashboard(tmp_path: Path) -> None:
     pages = found["pages"]
     assert all(status == 200 for status, _ in pages.values()), pages
     assert "API token" in pages["/login"][1]
-    assert "<h1>Runs</h1>" in pages["/"][1] and "<h1>Schedules</h1>" in pages["/schedules"][1]
+    assert "<h1>Runs</h1>" in pages["/"][1]
+    assert "<h1>Schedules</h1>" in pages["/schedules"][1]
     assert "htmx" in pages["/static/vendor/htmx-2.0.11/htmx.min.js"][1]
     assert pages["/api/v1/openapi.yaml"][1].startswith("# The REST API")

@@ -14,7 +14,7 @@ from executor.errors import WorkflowExecutionError
 from executor.status import WorkflowStatus
 from executor.store import NewTask
 from scheduler.registry import Registry
-from tests.scheduler.waiting import eventually
+from tests.waiting import eventually
 from tests.web import flows
 from tests.web.conftest import csrf_of, seed
 
@@ -34,9 +34,11 @@ def test_runs_list_newest_first_with_status_duration_and_trigger(browser, store)
 
     assert run_ids(html) == [f"{name}-b", f"{name}-a"]
     assert 'class="status status-FAILED">FAILED' in html
-    assert ">API</td>" in html and ">schedule</td>" in html
+    assert ">API</td>" in html
+    assert ">schedule</td>" in html
     assert re.search(r"data-label=\"Duration\">\d+ ms<", html)
-    assert 'hx-trigger="every 2s"' in html and f'hx-get="/parts/runs?name={name}"' in html
+    assert 'hx-trigger="every 2s"' in html
+    assert f'hx-get="/parts/runs?name={name}"' in html
 
 
 def test_runs_list_filters_search_and_pages(browser, store):
@@ -51,9 +53,11 @@ def test_runs_list_filters_search_and_pages(browser, store):
     older = re.search(r'<a rel="next" href="([^"]+)"', first).group(1).replace("&amp;", "&")
     second = browser.get(older).text
     assert run_ids(first) + run_ids(second) == [f"{name}-x", f"{name}-2", f"{name}-1", f"{name}-0"]
-    assert "← Newest" in second and 'rel="next"' not in second
+    assert "← Newest" in second
+    assert 'rel="next"' not in second
     rows = browser.get(f"/parts/runs?name={name}&status=SUCCESSFUL").text
-    assert run_ids(rows) == [f"{name}-2", f"{name}-1", f"{name}-0"] and "<html" not in rows
+    assert run_ids(rows) == [f"{name}-2", f"{name}-1", f"{name}-0"]
+    assert "<html" not in rows
     assert browser.get("/?status=BOGUS").status_code == 400
 
 
@@ -96,7 +100,8 @@ def test_run_page_sections(browser, store, workflow_id):
         assert section in html
     assert html.count('class="bar status-') == 4
     assert html.count("<tr data-task-id=") == 4
-    assert "ValueError: boom" in html and "data-team" in html
+    assert "ValueError: boom" in html
+    assert "data-team" in html
     assert browser.get("/runs/no-such-run").status_code == 404
 
 
@@ -104,18 +109,22 @@ def test_live_part_polls_while_active_and_slows_when_done(browser, store, workfl
     seed(store, workflow_id, WorkflowStatus.RUNNING)
     running = browser.get(f"/parts/live/{workflow_id}")
     assert running.headers["HX-Trigger-After-Settle"] == "gnomon:tick"
-    assert 'hx-trigger="every 2s"' in running.text and 'hx-swap-oob="true"' in running.text
+    assert 'hx-trigger="every 2s"' in running.text
+    assert 'hx-swap-oob="true"' in running.text
 
     assert 'id="send-event"' not in running.text  # the form being typed in stays
 
     store.finish(workflow_id, None, WorkflowStatus.CANCELED)
     done = browser.get(f"/parts/live/{workflow_id}").text
-    assert 'hx-trigger="every 10s"' in done and 'data-status="CANCELED"' in done
+    assert 'hx-trigger="every 10s"' in done
+    assert 'data-status="CANCELED"' in done
     assert '<section id="send-event" hidden hx-swap-oob="true">' in done  # no more events
 
     store.delete_workflow(workflow_id)
     gone = browser.get(f"/parts/live/{workflow_id}")
-    assert gone.status_code == 286 and "was deleted" in gone.text and "hx-trigger" not in gone.text
+    assert gone.status_code == 286
+    assert "was deleted" in gone.text
+    assert "hx-trigger" not in gone.text
 
 
 def test_task_table_pages_and_filters(browser, store, workflow_id):
@@ -125,13 +134,17 @@ def test_task_table_pages_and_filters(browser, store, workflow_id):
     second = browser.get(f"/parts/tasks/{workflow_id}?page=2").text
     failed = browser.get(f"/parts/tasks/{workflow_id}?status=FAILED").text
 
-    assert first.count("<tr data-task-id=") == 50 and "1–50 of 130" in first
-    assert second.count("<tr data-task-id=") == 50 and "51–100 of 130" in second
-    assert failed.count("<tr data-task-id=") == 1 and "tests.fake.step_129" in failed
+    assert first.count("<tr data-task-id=") == 50
+    assert "1–50 of 130" in first
+    assert second.count("<tr data-task-id=") == 50
+    assert "51–100 of 130" in second
+    assert failed.count("<tr data-task-id=") == 1
+    assert "tests.fake.step_129" in failed
     assert browser.get(f"/parts/tasks/{workflow_id}?status=NOPE").status_code == 400
     for page in ["%C2%B2", "1" * 5000, "-1"]:  # not a page number: the first page
         odd = browser.get(f"/parts/tasks/{workflow_id}?page={page}")
-        assert odd.status_code == 200 and "1–50 of 130" in odd.text
+        assert odd.status_code == 200
+        assert "1–50 of 130" in odd.text
 
 
 def test_graph_has_a_node_per_task_and_edges_from_upstream(browser, store, workflow_id):
@@ -145,7 +158,8 @@ def test_graph_has_a_node_per_task_and_edges_from_upstream(browser, store, workf
         ("tests.fake.step_0", "tests.fake.step_1"),
         ("tests.fake.step_1", "tests.fake.step_2"),
     ]
-    assert graph["collapsed"] is False and graph["active"] is False
+    assert graph["collapsed"] is False
+    assert graph["active"] is False
 
 
 def test_continuation_tasks_are_grouped_under_their_parent(browser, workflow, workflow_id):
@@ -160,7 +174,8 @@ def test_continuation_tasks_are_grouped_under_their_parent(browser, workflow, wo
         {"id": f"c:{parent}", "label": "continuation of expand", "parent": None}
     ]
     continues = [e for e in graph["edges"] if e["kind"] == "continuation"]
-    assert {e["source"] for e in continues} == {parent} and len(continues) == 3
+    assert {e["source"] for e in continues} == {parent}
+    assert len(continues) == 3
 
 
 def test_large_runs_collapse_into_groups_by_function(browser, store, workflow_id):
@@ -173,13 +188,15 @@ def test_large_runs_collapse_into_groups_by_function(browser, store, workflow_id
     graph = browser.get(f"/parts/graph/{workflow_id}").json
     html = browser.get(f"/runs/{workflow_id}").text
 
-    assert graph["collapsed"] is True and graph["total"] == 600
+    assert graph["collapsed"] is True
+    assert graph["total"] == 600
     assert [(n["id"], n["count"], n["status"]) for n in graph["nodes"]] == [
         ("g:m.a", 400, "RUNNING"),
         ("g:m.b", 200, "PENDING"),
     ]
     assert graph["edges"] == [{"source": "g:m.a", "target": "g:m.b", "kind": "data"}]
-    assert ">a 1/400</text>" in html and "by function" in html  # the timeline groups too
+    assert ">a 1/400</text>" in html
+    assert "by function" in html
 
 
 def test_logs_of_each_attempt(browser, workflow, workflow_id):
@@ -188,11 +205,14 @@ def test_logs_of_each_attempt(browser, workflow, workflow_id):
 
     html = browser.get(f"/parts/logs/{workflow_id}?task_id={task_id}").text
 
-    assert "Attempt 1" in html and "line 2 to stdout" in html
-    assert "to stderr" in html and "a logging record" in html
+    assert "Attempt 1" in html
+    assert "line 2 to stdout" in html
+    assert "to stderr" in html
+    assert "a logging record" in html
     assert "hx-trigger" not in html  # finished: no tailing
     text = browser.get(f"/logs/{workflow_id}?task_id={task_id}&attempt=1")
-    assert text.mimetype == "text/plain" and "line 0 to stdout" in text.text
+    assert text.mimetype == "text/plain"
+    assert "line 0 to stdout" in text.text
     assert browser.get(f"/logs/{workflow_id}?task_id={task_id}&attempt=9").status_code == 404
     assert browser.get(f"/parts/logs/{workflow_id}?task_id=nope").status_code == 404
 
@@ -200,7 +220,8 @@ def test_logs_of_each_attempt(browser, workflow, workflow_id):
 def test_logs_of_a_running_task_are_tailed(browser, store, workflow_id):
     seed(store, workflow_id, WorkflowStatus.RUNNING, tasks=1)
     html = browser.get(f"/parts/logs/{workflow_id}?task_id=tests.fake.step_0").text
-    assert 'hx-trigger="every 2s"' in html and "No output captured yet" in html
+    assert 'hx-trigger="every 2s"' in html
+    assert "No output captured yet" in html
 
 
 def test_without_log_capture_the_page_says_so(browser, store, workflow_id, monkeypatch):
@@ -235,7 +256,8 @@ def test_outputs_errors_ids_and_payloads_are_escaped(browser, workflow, store, w
     for html in pages:
         assert "<script>alert" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0]
-    assert "&lt;script&gt;" in pages[4] and "html" in pages[4]
+    assert "&lt;script&gt;" in pages[4]
+    assert "html" in pages[4]
 
 
 def test_send_event_form_validates_and_releases_the_run(browser, workflow, workflow_id):
@@ -249,7 +271,8 @@ def test_send_event_form_validates_and_releases_the_run(browser, workflow, workf
         data={"csrf_token": token, "event_key": "approve", "payload": "{oops"},
     )
     assert bad.status_code == 400
-    assert "not valid JSON" in bad.text and "{oops</textarea>" in bad.text
+    assert "not valid JSON" in bad.text
+    assert "{oops</textarea>" in bad.text
 
     good = browser.post(
         f"/runs/{workflow_id}/events",
@@ -275,10 +298,12 @@ def test_buttons_resume_cancel_delete(browser, workflow, store, workflow_id, rel
     )
     eventually(lambda: workflow.get_status(workflow_id) == WorkflowStatus.SUCCESSFUL)
     refused = browser.post(f"/runs/{workflow_id}/cancel", data={"csrf_token": token})
-    assert refused.status_code == 409 and "RUNNING or PENDING" in refused.text
+    assert refused.status_code == 409
+    assert "RUNNING or PENDING" in refused.text
 
     deleted = browser.post(f"/runs/{workflow_id}/delete", data={"csrf_token": token})
-    assert deleted.status_code == 302 and deleted.headers["Location"] == "/"
+    assert deleted.status_code == 302
+    assert deleted.headers["Location"] == "/"
     assert browser.get(f"/runs/{workflow_id}").status_code == 404
 
 
@@ -331,17 +356,24 @@ def test_schedules_page_trigger_pause_unpause(make_app, services, name, workflow
     html = client.get("/schedules").text
     token = csrf_of(html)
     row = html[html.index(f'id="schedule-{name}"') :]
-    assert "every day at 03:00 UTC" in row and "no runs yet" in row
-    assert "&#34;n&#34;: 2" in row and "&#34;text&#34;: &#34;default&#34;" in row
-    assert "/dags/broken.py" in html and "&lt;script&gt;" in html and "<script>alert" not in html
+    assert "every day at 03:00 UTC" in row
+    assert "no runs yet" in row
+    assert "&#34;n&#34;: 2" in row
+    assert "&#34;text&#34;: &#34;default&#34;" in row
+    assert "/dags/broken.py" in html
+    assert "&lt;script&gt;" in html
+    assert "<script>alert" not in html
 
     bad = client.post(f"/schedules/{name}/trigger", data={"csrf_token": token, "params": "[1]"})
-    assert bad.status_code == 400 and "must be a JSON object" in bad.text
-    assert "[1]</textarea>" in bad.text and '<details class="trigger" open>' in bad.text
+    assert bad.status_code == 400
+    assert "must be a JSON object" in bad.text
+    assert "[1]</textarea>" in bad.text
+    assert '<details class="trigger" open>' in bad.text
     boom = client.post(
         f"/schedules/{name}/trigger", data={"csrf_token": token, "params": '{"explode": true}'}
     )
-    assert boom.status_code == 400 and "the factory says no" in boom.text
+    assert boom.status_code == 400
+    assert "the factory says no" in boom.text
 
     started = client.post(
         f"/schedules/{name}/trigger", data={"csrf_token": token, "params": '{"text": "hi"}'}
