@@ -8,8 +8,9 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
+
+from tests.waiting import eventually
 
 #: The console script installed with the package.
 GNOMON = str(Path(sys.executable).with_name("gnomon"))
@@ -55,15 +56,19 @@ class GnomonUp:
         return self.log.read_text(errors="replace")
 
     def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.text():
+        """Until the log shows ``text``; fails at once if the process exits first."""
+
+        def printed() -> bool:
+            if text in self.text():
+                return True
             if self.process.poll() is not None:
-                raise AssertionError(
-                    f"gnomon up exited ({self.process.returncode}):\n{self.text()[-3000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} after {timeout}s:\n{self.text()[-3000:]}")
-            time.sleep(0.2)
+                raise AssertionError(f"gnomon up exited ({self.process.returncode})")
+            return False
+
+        try:
+            eventually(printed, timeout, what=repr(text), interval=0.2)
+        except AssertionError as error:
+            raise AssertionError(f"{error}:\n{self.text()[-3000:]}") from None
 
     def family(self) -> list[int]:
         """This process and all its descendants (Ray workers start sessions of their own)."""
