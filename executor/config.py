@@ -50,3 +50,11 @@ def handles(config: StoreConfig) -> Handles:
                 found = Handles(SqlStore.create(config.database_url), BlobStore(config.storage))
                 _handles[config] = found
     return found
+
+
+def close(config: StoreConfig) -> None:
+    """Close this process's handles on ``config`` (the next ``handles`` opens anew)."""
+    with _lock:
+        found = _handles.pop(config, None)
+    if found is not None:
+        found.store.dispose()

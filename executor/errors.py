@@ -7,6 +7,7 @@ which plain exception pickling drops.
 
 from __future__ import annotations
 
+import queue
 from typing import Any
 
 
@@ -88,6 +89,14 @@ class NoFreeSlotError(WorkflowError):
             f"Workflow {workflow_id!r} not created: {name!r} already has {limit} active run(s)"
         )
         self.workflow_id, self.name, self.limit = workflow_id, name, limit
+
+
+class WorkflowQueueFullError(WorkflowError, queue.Full):
+    """The workflow queue holds ``max_pending_workflows`` already (Ray raised
+    ``queue.Full`` with this message)."""
+
+    def __init__(self) -> None:
+        super().__init__("Workflow queue has been full")
 
 
 class DatabaseError(WorkflowError):

@@ -34,7 +34,7 @@ from executor.graph_runner import GraphRunner
 from executor.outputs import NOT_YET, stored_output
 from executor.stages import Continued, FinalOutput, TaskContext
 from executor.status import WorkflowStatus
-from executor.store import LEASE_TTL, Checkpoint, owner_id
+from executor.store import LEASE_TTL, Admission, Checkpoint, QueueLimits, owner_id
 from executor.worker import RAY_TASK_EVENTS, RayLauncher
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,11 @@ def failure_text(cause: BaseException) -> str:
     return f"{type(cause).__name__}: {cause}" if text is None else str(text)
 
 
+#: A call that is safe to run again: when the manager's process dies, Ray runs it again
+#: on the restarted manager instead of failing the caller.
+_retried_after_restart = ray.method(max_task_retries=-1)
+
+
 class WorkflowManager:
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
@@ -73,17 +78,21 @@ class WorkflowManager:
         #: Workflows canceled before their ``run`` call arrived (oldest first, bounded).
         self._canceled: dict[str, None] = {}
         self._outcomes = _Outcomes(config, self.owner)
+        self._queue = _Admissions(config, self.owner)
 
+    @_retried_after_restart
     async def owner_id(self) -> str:
         return self.owner
 
+    @_retried_after_restart
     async def run(
         self, workflow_id: str, graph: bytes | None, fresh: bool, leased_to: str | None = None
     ) -> Any:
         """Execute (or join the execution of) a workflow and return its output.
 
         ``leased_to`` is the owner the submitter created the workflow for; if that is this
-        manager, the lease is already held and needs no second write.
+        manager, the lease is already held and needs no second write. Run again on a
+        restarted manager (a new owner), the call takes the workflow over and resumes it.
         """
         execution = await self.start(workflow_id, graph, fresh, leased_to)
         return await asyncio.shield(execution)
@@ -95,26 +104,72 @@ class WorkflowManager:
         execution = self.executions.get(workflow_id)
         if execution is not None:
             return execution
-        store = handles(self.config).store
-        acquired = leased_to == self.owner or await asyncio.to_thread(
-            store.acquire, workflow_id, self.owner
-        )
-        if not acquired:
-            raise WorkflowNotResumableError(workflow_id, "another live process is running it")
+        if leased_to == self.owner:
+            admission = await self._admission_of(workflow_id)
+        else:
+            admission = await self._enter(workflow_id)
         if workflow_id in self._canceled:
             del self._canceled[workflow_id]
             if leased_to == self.owner:
                 # The cancel overtook this submission: Ray orders actor calls per caller
                 # only. (A resume after a cancel is meant: it runs.)
                 raise WorkflowCancellationError(workflow_id)
-        execution = asyncio.create_task(self._execute(workflow_id, graph, fresh))
+        # Only a workflow created for this manager can be fresh: any other may have
+        # finished tasks (a call run again after a restart, most of all).
+        fresh = fresh and leased_to == self.owner
+        if admission == Admission.QUEUED:
+            execution = asyncio.create_task(self._execute_when_admitted(workflow_id, graph, fresh))
+        else:
+            execution = asyncio.create_task(self._execute(workflow_id, graph, fresh))
         self.executions[workflow_id] = execution
         execution.add_done_callback(lambda _: self._forget(workflow_id))
         return execution
 
+    @_retried_after_restart
+    async def enter(self, workflow_id: str) -> str:
+        """Take the workflow's lease for this manager, to run it now or, when every slot
+        of the workflow queue is taken, to wait in it; returns the owner id the lease is
+        held under (pass it to ``run``). Raises ``WorkflowNotResumableError`` if a live
+        owner holds it, and ``WorkflowQueueFullError``."""
+        await self._enter(workflow_id)
+        return self.owner
+
+    async def _enter(self, workflow_id: str) -> Admission:
+        store = handles(self.config).store
+        limits = await self._queue.limits()
+        if limits.limited:
+            admission = await asyncio.to_thread(store.enter, workflow_id, self.owner, limits)
+        else:
+            acquired = await asyncio.to_thread(store.acquire, workflow_id, self.owner)
+            admission = Admission.RUNNING if acquired else Admission.TAKEN
+        if admission == Admission.TAKEN:
+            raise WorkflowNotResumableError(workflow_id, "another live process is running it")
+        return admission
+
+    async def _admission_of(self, workflow_id: str) -> Admission:
+        """Whether a workflow this manager holds runs now or waits in the queue."""
+        if not (await self._queue.limits()).limited:
+            return Admission.RUNNING
+        store = handles(self.config).store
+        record = await asyncio.to_thread(store.get_workflow, workflow_id)
+        return Admission.QUEUED if record.queued else Admission.RUNNING
+
     def _forget(self, workflow_id: str) -> None:
         self.executions.pop(workflow_id, None)
         self.runners.pop(workflow_id, None)
+        self._queue.slot_freed()
+
+    async def _execute_when_admitted(
+        self, workflow_id: str, graph_data: bytes | None, fresh: bool
+    ) -> Any:
+        """Wait in the workflow queue (PENDING, no CPU) for a running slot, then run."""
+        try:
+            await self._queue.admission(workflow_id)
+        except asyncio.CancelledError:
+            store = handles(self.config).store
+            await asyncio.to_thread(store.finish, workflow_id, self.owner, WorkflowStatus.CANCELED)
+            raise WorkflowCancellationError(workflow_id) from None
+        return await self._execute(workflow_id, graph_data, fresh)
 
     async def running(self) -> list[str]:
         return list(self.executions)
@@ -308,11 +363,13 @@ class WorkflowManager:
             except Exception:  # the database may be restarting; poll again next second
                 log.exception("mailbox poll failed")
 
+    @_retried_after_restart
     async def notify(self, workflow_id: str, event_key: str) -> None:
         """An event was stored for this mailbox: wake its waiter now."""
         for arrived in self._mail.get((workflow_id, event_key), ()):
             arrived.set()
 
+    @_retried_after_restart
     async def output(self, workflow_id: str, task_id: str | None = None) -> Any:
         """The output of a workflow (waiting for it if this manager runs it) or of a task."""
         execution = self.executions.get(workflow_id)
@@ -380,6 +437,63 @@ def _cancel(refs: list[ray.ObjectRef]) -> None:
 
 #: How many early cancels a manager remembers (see ``WorkflowManager.start``).
 _REMEMBERED_CANCELS = 10_000
+
+
+#: Seconds between looks at the queue while this manager has workflows waiting in it:
+#: slots freed by other processes on the database are seen this late at most.
+QUEUE_POLL = 1.0
+
+
+class _Admissions:
+    """This manager's workflows waiting in the workflow queue, and their admission.
+
+    The queue lives in the database, so its limits hold across every process on it:
+    whenever a slot may have freed (a workflow here ended, or every ``QUEUE_POLL``
+    seconds), the manager admits the oldest queued workflows it holds, in line order.
+    """
+
+    def __init__(self, config: StoreConfig, owner: str) -> None:
+        self.config = config
+        self.owner = owner
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._wake = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def limits(self) -> QueueLimits:
+        # On the loop: the store reads them at most every few seconds.
+        return handles(self.config).store.queue_limits()
+
+    async def admission(self, workflow_id: str) -> None:
+        """Return once ``workflow_id`` (queued, leased to this manager) is admitted."""
+        admitted = asyncio.get_running_loop().create_future()
+        self._waiting[workflow_id] = admitted
+        self.slot_freed()
+        try:
+            await admitted
+        finally:
+            self._waiting.pop(workflow_id, None)
+
+    def slot_freed(self) -> None:
+        self._wake.set()
+        if self._waiting and (self._pump is None or self._pump.done()):
+            self._pump = asyncio.create_task(self._admit())
+
+    async def _admit(self) -> None:
+        store = handles(self.config).store
+        while self._waiting:
+            self._wake.clear()
+            try:
+                limits = await self.limits()
+                admitted = await asyncio.to_thread(store.admit, self.owner, limits)
+            except Exception:  # the database may be restarting; look again next poll
+                log.exception("workflow queue admission failed")
+                admitted = []
+            for workflow_id in admitted:
+                waiter = self._waiting.get(workflow_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=QUEUE_POLL)
 
 
 class _Outcomes:

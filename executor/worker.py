@@ -201,6 +201,7 @@ def _run(
     started = time.time()
     NOTICES.started(ctx, started)
     attempts = 0
+    result: Any = None
     error: BaseException | None = None
     with running(ctx):
         while True:

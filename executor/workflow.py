@@ -76,20 +76,51 @@ __all__ = [
 _config: StoreConfig | None = None
 
 
-def init(database_url: str | None = None, *, storage: str | None = None) -> StoreConfig:
+def init(
+    database_url: str | None = None,
+    *,
+    storage: str | None = None,
+    max_running_workflows: int | None = None,
+    max_pending_workflows: int | None = None,
+) -> StoreConfig:
     """Choose the database and blob store, migrate the schema, and make sure Ray is up.
 
     Uses the Ray already initialised in this process, else joins ``$RAY_ADDRESS``, else
     starts a local Ray. Defaults: ``$GNOMON_DATABASE_URL`` or SQLite at
     ``~/.gnomon/gnomon.db``; ``$GNOMON_STORAGE`` or ``~/.gnomon/blobs``.
+
+    ``max_running_workflows`` and ``max_pending_workflows`` are Ray Workflows' queue: at
+    most that many workflows run at once (-1: no limit), the others wait PENDING in
+    submission order, and past ``max_pending_workflows`` waiting (-1: no limit) a
+    submission raises ``queue.Full``. They are kept in the database, so they hold for
+    every process on it; a later ``init`` may repeat them or pass None, but not change
+    them (``ValueError``).
     """
     global _config
+    if database_url is not None and not isinstance(database_url, str):
+        raise TypeError(f"database_url must be a string, got {type(database_url).__name__}")
+    _check_limit("max_running_workflows", max_running_workflows, lowest=1)
+    _check_limit("max_pending_workflows", max_pending_workflows, lowest=0)
     config = StoreConfig.resolve(database_url, storage)
     if not ray.is_initialized():
         connect(include_dashboard=False, log_to_driver=True)  # $RAY_ADDRESS, else local
-    upgrade(handles(config).store)
+    store = handles(config).store
+    upgrade(store)
+    if max_running_workflows is not None or max_pending_workflows is not None:
+        store.set_queue_limits(max_running_workflows, max_pending_workflows)
     _config = config
     return config
+
+
+def _check_limit(name: str, value: Any, lowest: int) -> None:
+    """Ray Workflows' checks and messages for a queue limit."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"'{name}' must be None or an integer.")
+    if value < -1 or (lowest == 1 and value == 0):
+        what = "a positive integer" if lowest == 1 else "a non-negative integer"
+        raise InvalidInputError(f"'{name}' must be {what} or use -1 as infinity.")
 
 
 def _ensure() -> tuple[StoreConfig, Store]:
@@ -191,6 +222,7 @@ def submit(
         trigger=trigger,
         owner=owner,
         max_active=max_active,
+        queue=store.queue_limits(),
     )
     if created:
         return manager.run.remote(workflow_id, None if blob else data, True, owner)
@@ -249,7 +281,10 @@ def resume_async(workflow_id: str) -> ray.ObjectRef:
     suspended = record.status == WorkflowStatus.PENDING and record.wake_at is not None
     if record.status not in RESUMABLE_FROM and not suspended:
         raise WorkflowStillActiveError(workflow_id, "resume")
-    return manager_for(config).run.remote(workflow_id, None, False)
+    manager = manager_for(config)
+    # Here, not in the manager's call: a full queue or a live owner is the caller's error.
+    owner = _get(manager.enter.remote(workflow_id))
+    return manager.run.remote(workflow_id, None, False, owner)
 
 
 def resume_all(include_failed: bool = False) -> list[tuple[str, ray.ObjectRef]]:
@@ -258,8 +293,11 @@ def resume_all(include_failed: bool = False) -> list[tuple[str, ray.ObjectRef]]:
     wanted = [WorkflowStatus.RESUMABLE]
     if include_failed:
         wanted.append(WorkflowStatus.FAILED)
+    # Oldest first, and those that were running before those that waited in the queue,
+    # as Ray Workflows did: they take the running slots again.
+    records = sorted(store.list_workflows(statuses=wanted), key=lambda r: (r.queued, r.created_at))
     resumed = []
-    for record in store.list_workflows(statuses=wanted):
+    for record in records:
         try:
             resumed.append((record.workflow_id, resume_async(record.workflow_id)))
         except WorkflowError:

@@ -25,6 +25,7 @@ from executor.errors import (
     InvalidInputError,
     NoFreeSlotError,
     WorkflowNotFoundError,
+    WorkflowQueueFullError,
 )
 from executor.status import HOLDS_SLOT
 from executor.store import Store
@@ -195,7 +196,7 @@ class RunLauncher:
         for logical_date in logical_dates:
             try:
                 self.launch(schedule, logical_date)
-            except NoFreeSlotError:
+            except (NoFreeSlotError, WorkflowQueueFullError):
                 log.info("Tick %s of %s waits for a free slot", logical_date, schedule.name)
                 waiting.append(logical_date)
             except Exception:

@@ -8,9 +8,11 @@ from executor.store import postgres, sqlite  # noqa: F401  (register the databas
 from executor.store.base import Store
 from executor.store.leases import LEASE_TTL, owner_id
 from executor.store.records import (
+    Admission,
     Checkpoint,
     EventRecord,
     NewTask,
+    QueueLimits,
     TaskLog,
     TaskRecord,
     WorkflowRecord,
@@ -19,9 +21,11 @@ from executor.store.sql import SqlStore
 
 __all__ = [
     "LEASE_TTL",
+    "Admission",
     "Checkpoint",
     "EventRecord",
     "NewTask",
+    "QueueLimits",
     "SqlStore",
     "Store",
     "TaskLog",

@@ -23,9 +23,11 @@ from typing import Any
 from executor.status import TaskStatus, WorkflowStatus
 from executor.store.leases import LEASE_TTL
 from executor.store.records import (
+    Admission,
     Checkpoint,
     EventRecord,
     NewTask,
+    QueueLimits,
     TaskLog,
     TaskRecord,
     WorkflowRecord,
@@ -74,6 +76,7 @@ class Store(ABC):
         owner: str | None = None,
         ttl: float = LEASE_TTL,
         max_active: int | None = None,
+        queue: QueueLimits | None = None,
     ) -> bool:
         """Insert a workflow and its tasks; False (and nothing written) if the id exists.
 
@@ -83,6 +86,9 @@ class Store(ABC):
         workflows of ``name`` already hold a slot (``status.HOLDS_SLOT``). That is decided
         in the insert's own transaction, so scheduler replicas with stale views of each
         other cannot both take the last slot.
+        With ``queue`` limits, a workflow that finds every running slot taken is created
+        PENDING in the queue instead (still leased to ``owner``, who waits for
+        ``admit``), or, if the queue is full too, raises ``WorkflowQueueFullError``.
         """
 
     @abstractmethod
@@ -116,6 +122,33 @@ class Store(ABC):
         """Take the lease if nobody alive holds it, and mark the workflow RUNNING; False
         if a live owner holds it or another process took it first. Raises
         ``WorkflowNotFoundError``."""
+
+    @abstractmethod
+    def enter(
+        self, workflow_id: str, owner: str, queue: QueueLimits, ttl: float = LEASE_TTL
+    ) -> Admission:
+        """``acquire`` through the workflow queue: RUNNING if a running slot is free
+        (the lease is taken and the workflow marked RUNNING), QUEUED if it must wait
+        (the lease is taken, the workflow PENDING in the queue, keeping the place it
+        had), TAKEN if a live owner holds it. Raises ``WorkflowQueueFullError`` and
+        ``WorkflowNotFoundError``."""
+
+    @abstractmethod
+    def admit(self, owner: str, queue: QueueLimits, ttl: float = LEASE_TTL) -> list[str]:
+        """Move the oldest queued workflows into the running slots that are free, those
+        of them ``owner`` holds, and return their ids (marked RUNNING). Workflows of
+        other owners keep their place: their owners admit them."""
+
+    @abstractmethod
+    def queue_limits(self) -> QueueLimits:
+        """The workflow queue's limits as stored (no limits if none were set), as read
+        in the last few seconds."""
+
+    @abstractmethod
+    def set_queue_limits(self, max_running: int | None, max_pending: int | None) -> QueueLimits:
+        """Store the queue's limits the first time (None: no limit); later, check that
+        the ones given (None: any) match the stored ones, else raise
+        ``InvalidInputError``. Returns the limits in force."""
 
     @abstractmethod
     def renew(self, owner: str, workflow_ids: Sequence[str], ttl: float = LEASE_TTL) -> None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
 from executor.status import TaskStatus, WorkflowStatus
@@ -29,6 +30,8 @@ class WorkflowRecord:
     lease_expires_at: float | None
     #: Set while the workflow is suspended in a long sleep.
     wake_at: float | None = None
+    #: Whether it waits in the workflow queue (PENDING) for a running slot.
+    queued: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,30 @@ class TaskRecord:
     output_preview: str | None
     output_task_id: str | None
     user_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Admission(str, Enum):
+    """What ``Store.enter`` did with a workflow."""
+
+    #: Its lease is taken and it may run now.
+    RUNNING = "running"
+    #: Its lease is taken and it waits in the queue for a running slot.
+    QUEUED = "queued"
+    #: A live owner holds it.
+    TAKEN = "taken"
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """The workflow queue: at most ``max_running`` workflows run at once, and at most
+    ``max_pending`` wait for a slot; -1 is no limit (Ray Workflows' convention)."""
+
+    max_running: int = -1
+    max_pending: int = -1
+
+    @property
+    def limited(self) -> bool:
+        return self.max_running != -1
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,11 @@ workflows = Table(
     Column("lease_expires_at", Float, nullable=True),
     #: A workflow suspended in a long sleep: when the scheduler should resume it.
     Column("wake_at", Float, nullable=True),
+    #: A workflow waiting in the workflow queue (``workflow.init(max_running_workflows=)``):
+    #: its place in line. NULL when it is not queued.
+    Column("queue_seq", BigInteger, nullable=True),
     Index("ix_gnomon_workflows_wake", "wake_at"),
+    Index("ix_gnomon_workflows_queue", "queue_seq"),
     Index("ix_gnomon_workflows_created", "created_at", "workflow_id"),
     Index("ix_gnomon_workflows_status_created", "status", "created_at", "workflow_id"),
     Index("ix_gnomon_workflows_name_created", "name", "created_at", "workflow_id"),
@@ -115,4 +119,12 @@ task_logs = Table(
     Column("attempt_started_at", Float, primary_key=True),
     Column("text", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+
+#: Settings shared by every process on the database, such as the workflow queue's limits.
+settings = Table(
+    "gnomon_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )

@@ -35,6 +35,7 @@ class Tables:
     checkpoints: sa.Table
     events: sa.Table
     task_logs: sa.Table
+    settings: sa.Table
 
     @classmethod
     def of(cls, metadata: sa.MetaData) -> Tables:

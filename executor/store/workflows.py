@@ -3,24 +3,42 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from executor.errors import NoFreeSlotError, WorkflowNotFoundError
+from executor.errors import (
+    InvalidInputError,
+    NoFreeSlotError,
+    WorkflowNotFoundError,
+    WorkflowQueueFullError,
+)
 from executor.status import HOLDS_SLOT, WorkflowStatus
 from executor.store.leases import LEASE_TTL, lease_lost
-from executor.store.records import NewTask, WorkflowRecord, dump_json
+from executor.store.records import Admission, NewTask, QueueLimits, WorkflowRecord, dump_json
 from executor.store.statements import WORKFLOW_ROW, json_task_row
 from executor.store.tasks import TaskStore
 
 #: Statuses a reader may see as RESUMABLE when the owner's lease is lost.
 _OWNED = (WorkflowStatus.RUNNING, WorkflowStatus.PENDING)
+#: The queue's limits in ``gnomon_settings``.
+_MAX_RUNNING, _MAX_PENDING = "max_running_workflows", "max_pending_workflows"
+#: Seconds a process trusts the queue's limits it read: they are set once, by whichever
+#: process calls ``workflow.init`` with them first.
+LIMITS_TTL = 5.0
+
+
+def _queue_seq() -> int:
+    """A place in the queue: later submissions queue behind earlier ones."""
+    return time.time_ns()
 
 
 class WorkflowStore(TaskStore):
+    #: The queue's limits as last read: (monotonic time, limits).
+    _limits_read: tuple[float, QueueLimits] | None = None
     # ------------------------------------------------------------------ creating
 
     def create_workflow(
@@ -36,6 +54,7 @@ class WorkflowStore(TaskStore):
         owner: str | None = None,
         ttl: float = LEASE_TTL,
         max_active: int | None = None,
+        queue: QueueLimits | None = None,
     ) -> bool:
         now = self.clock()
         row = {
@@ -55,11 +74,13 @@ class WorkflowStore(TaskStore):
             "owner": owner,
             "lease_expires_at": now + ttl if owner else None,
             "wake_at": None,
+            "queue_seq": None,
         }
         params = {WORKFLOW_ROW + key: value for key, value in row.items()}
-        if max_active is None:
+        limits = queue if queue is not None and queue.limited else None
+        if max_active is None and limits is None:
             return self._retrying(lambda: self._insert_workflow(params, new_tasks))
-        return self._retrying(lambda: self._insert_within(params, new_tasks, max_active))
+        return self._retrying(lambda: self._insert_admitted(params, new_tasks, max_active, limits))
 
     def _insert_workflow(self, params: dict[str, Any], new_tasks: Sequence[NewTask]) -> bool:
         if self.direct is not None and new_tasks:  # the form reports a creation by a task row
@@ -79,24 +100,206 @@ class WorkflowStore(TaskStore):
         self._insert_tasks(conn, params[WORKFLOW_ROW + "workflow_id"], new_tasks, first_seq=0)
         return True
 
-    def _insert_within(
-        self, params: dict[str, Any], new_tasks: Sequence[NewTask], max_active: int
+    def _insert_admitted(
+        self,
+        params: dict[str, Any],
+        new_tasks: Sequence[NewTask],
+        max_active: int | None,
+        queue: QueueLimits | None,
     ) -> bool:
+        """Insert a workflow that needs one of its name's ``max_active`` slots, or one of
+        the queue's running slots (else a place in the queue), decided in the insert's
+        transaction: replicas and drivers with stale views of each other cannot both
+        take the last one."""
         w = self.tables.workflows
+        workflow_id = params[WORKFLOW_ROW + "workflow_id"]
         name = params[WORKFLOW_ROW + "name"]
         with self._write() as conn:
-            self._name_lock(conn, f"gnomon-slots:{name}")
+            if max_active is not None:
+                self._name_lock(conn, f"gnomon-slots:{name}")
+            if queue is not None:
+                exists = sa.select(w.c.workflow_id).where(w.c.workflow_id == workflow_id)
+                if conn.execute(exists).first() is not None:
+                    return False
+                if self._must_queue(conn, queue, workflow_id):
+                    params = {
+                        **params,
+                        WORKFLOW_ROW + "status": WorkflowStatus.PENDING.value,
+                        WORKFLOW_ROW + "started_at": None,
+                        WORKFLOW_ROW + "queue_seq": _queue_seq(),
+                    }
             # Insert, then count: a duplicate id is then a duplicate (False), not "full".
             if not self._insert_workflow_in(conn, params, new_tasks):
                 return False
-            holding = conn.execute(
+            if max_active is not None:
+                holding = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(w)
+                    .where(w.c.name == name, w.c.status.in_([s.value for s in HOLDS_SLOT]))
+                ).scalar_one()
+                if holding > max_active:  # this one included; raising rolls the insert back
+                    raise NoFreeSlotError(workflow_id, name, max_active)
+            return True
+
+    # ---------------------------------------------------------------- the queue
+
+    def _must_queue(self, conn: Connection, queue: QueueLimits, workflow_id: str) -> bool:
+        """Whether a workflow (other than those running now) must wait in the queue;
+        raises ``WorkflowQueueFullError`` if it must and the queue is full. Holds the
+        queue's lock until the transaction ends."""
+        w = self.tables.workflows
+        self._name_lock(conn, "gnomon-queue")
+        running = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(w)
+            .where(w.c.status == WorkflowStatus.RUNNING.value, w.c.queue_seq.is_(None))
+            .where(w.c.lease_expires_at > self.clock(), w.c.workflow_id != workflow_id)
+        ).scalar_one()
+        if running < queue.max_running:
+            return False
+        if queue.max_pending != -1:
+            waiting = conn.execute(
                 sa.select(sa.func.count())
                 .select_from(w)
-                .where(w.c.name == name, w.c.status.in_([s.value for s in HOLDS_SLOT]))
+                .where(w.c.status == WorkflowStatus.PENDING.value, w.c.queue_seq.is_not(None))
+                .where(w.c.workflow_id != workflow_id)
             ).scalar_one()
-            if holding > max_active:  # this one included; raising rolls the insert back
-                raise NoFreeSlotError(params[WORKFLOW_ROW + "workflow_id"], name, max_active)
-            return True
+            if waiting >= queue.max_pending:
+                raise WorkflowQueueFullError()
+        return True
+
+    def enter(
+        self, workflow_id: str, owner: str, queue: QueueLimits, ttl: float = LEASE_TTL
+    ) -> Admission:
+        w = self.tables.workflows
+        now = self.clock()
+        current = self.get_workflow(workflow_id)
+        if (
+            current.owner
+            and current.owner != owner
+            and not lease_lost(current.owner, current.lease_expires_at, now)
+        ):
+            return Admission.TAKEN
+
+        def take() -> Admission:
+            with self._write() as conn:
+                queued = queue.limited and self._must_queue(conn, queue, workflow_id)
+                status = WorkflowStatus.PENDING if queued else WorkflowStatus.RUNNING
+                result = conn.execute(
+                    w.update()
+                    .where(w.c.workflow_id == workflow_id)
+                    .where(
+                        w.c.owner.is_(None) if current.owner is None else w.c.owner == current.owner
+                    )
+                    .values(
+                        owner=owner,
+                        lease_expires_at=now + ttl,
+                        status=status.value,
+                        started_at=None if queued else now,
+                        ended_at=None,
+                        error=None,
+                        wake_at=None,
+                        # A workflow queued before keeps its place in line.
+                        queue_seq=sa.func.coalesce(w.c.queue_seq, _queue_seq()) if queued else None,
+                    )
+                )
+                if result.rowcount != 1:
+                    return Admission.TAKEN
+                return Admission.QUEUED if queued else Admission.RUNNING
+
+        return self._retrying(take)
+
+    def admit(self, owner: str, queue: QueueLimits, ttl: float = LEASE_TTL) -> list[str]:
+        w = self.tables.workflows
+
+        def admit() -> list[str]:
+            with self._write() as conn:
+                self._name_lock(conn, "gnomon-queue")
+                now = self.clock()
+                running = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(w)
+                    .where(w.c.status == WorkflowStatus.RUNNING.value, w.c.queue_seq.is_(None))
+                    .where(w.c.lease_expires_at > now)
+                ).scalar_one()
+                free = queue.max_running - running if queue.limited else None
+                if free is not None and free <= 0:
+                    return []
+                # The oldest in line, whoever queued them: a manager starts its own only,
+                # so the queue keeps its order across processes.
+                head = (
+                    sa.select(w.c.workflow_id, w.c.owner)
+                    .where(w.c.status == WorkflowStatus.PENDING.value, w.c.queue_seq.is_not(None))
+                    .where(w.c.lease_expires_at > now)
+                    .order_by(w.c.queue_seq)
+                )
+                rows = conn.execute(head if free is None else head.limit(free)).all()
+                mine = [row.workflow_id for row in rows if row.owner == owner]
+                if mine:
+                    conn.execute(
+                        w.update()
+                        .where(w.c.workflow_id.in_(mine), w.c.owner == owner)
+                        .values(
+                            status=WorkflowStatus.RUNNING.value,
+                            queue_seq=None,
+                            started_at=now,
+                            lease_expires_at=now + ttl,
+                        )
+                    )
+                return mine
+
+        return self._retrying(admit)
+
+    def queue_limits(self) -> QueueLimits:
+        read = self._limits_read
+        if read is not None and time.monotonic() - read[0] < LIMITS_TTL:
+            return read[1]
+        settings = self.tables.settings
+        with self._read() as conn:
+            rows = dict(conn.execute(sa.select(settings.c.name, settings.c.value)).all())
+        limits = QueueLimits()
+        if _MAX_RUNNING in rows:
+            limits = QueueLimits(int(rows[_MAX_RUNNING]), int(rows[_MAX_PENDING]))
+        self._limits_read = (time.monotonic(), limits)
+        return limits
+
+    def set_queue_limits(self, max_running: int | None, max_pending: int | None) -> QueueLimits:
+        settings = self.tables.settings
+
+        def write() -> QueueLimits:
+            with self._write() as conn:
+                self._name_lock(conn, "gnomon-queue")
+                stored = dict(conn.execute(sa.select(settings.c.name, settings.c.value)).all())
+                if _MAX_RUNNING in stored:
+                    current = QueueLimits(int(stored[_MAX_RUNNING]), int(stored[_MAX_PENDING]))
+                    if (max_running is not None and max_running != current.max_running) or (
+                        max_pending is not None and max_pending != current.max_pending
+                    ):
+                        raise InvalidInputError(
+                            "The workflow init is called again but the init options does not "
+                            "match the original ones. Original options: "
+                            f"max_running_workflows={current.max_running} "
+                            f"max_pending_workflows={current.max_pending}; New options: "
+                            f"max_running_workflows={max_running} "
+                            f"max_pending_workflows={max_pending}."
+                        )
+                    self._limits_read = (time.monotonic(), current)
+                    return current
+                limits = QueueLimits(
+                    -1 if max_running is None else max_running,
+                    -1 if max_pending is None else max_pending,
+                )
+                conn.execute(
+                    self.sql.insert(settings).on_conflict_do_nothing(),
+                    [
+                        {"name": _MAX_RUNNING, "value": str(limits.max_running)},
+                        {"name": _MAX_PENDING, "value": str(limits.max_pending)},
+                    ],
+                )
+                self._limits_read = (time.monotonic(), limits)
+                return limits
+
+        return self._retrying(write)
 
     # ------------------------------------------------------------------- reading
 
@@ -189,6 +392,7 @@ class WorkflowStore(TaskStore):
             owner=row.owner,
             lease_expires_at=row.lease_expires_at,
             wake_at=row.wake_at,
+            queued=row.queue_seq is not None and row.status == WorkflowStatus.PENDING.value,
         )
 
     # ---------------------------------------------------------------- ownership
@@ -217,10 +421,11 @@ class WorkflowStore(TaskStore):
                         owner=owner,
                         lease_expires_at=now + ttl,
                         status=WorkflowStatus.RUNNING.value,
-                        started_at=sa.func.coalesce(w.c.started_at, now),
+                        started_at=now,
                         ended_at=None,
                         error=None,
                         wake_at=None,
+                        queue_seq=None,
                     )
                 )
                 return bool(result.rowcount == 1)
