@@ -209,7 +209,10 @@ def _refusal(address: str, error: grpc.RpcError, timeout: float) -> str:
 def _start_node(address: str) -> None:
     """Start a node of the cluster at ``address`` on this host, with no CPUs, for this
     process to attach to. It stops when this process exits, and dies when it is killed."""
-    log = tempfile.NamedTemporaryFile(prefix="gnomon-ray-node-", suffix=".log", delete=False)
+    # Open for the node's whole life, past this function: no context manager.
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+        prefix="gnomon-ray-node-", suffix=".log", delete=False
+    )
     command = [
         sys.executable,
         "-m",

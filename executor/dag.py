@@ -2,18 +2,24 @@
 
 A ``Graph`` holds each task's function (pickled once, by value for user code), its
 argument template with ``Upstream`` markers where other tasks' outputs go, and its
-options. Task ids are deterministic, so resuming the stored graph finds the same ids:
-``module.qualname`` for the first task of a function, then ``_1``, ``_2`` (Ray Workflows'
-scheme); a continuation's tasks nest under the task that returned it.
+options. Task ids follow Ray Workflows' scheme, so a Ray user's ids work unchanged: the
+explicit ``task_id``, else the function's ``module.qualname`` (slugified), then
+``_1``, ``_2``, ... for each further task of the same base in the workflow, the tasks
+of continuations included. A graph's ids never change once stored, so a resume finds
+the same ones.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
+import re
 import sys
 import sysconfig
+import unicodedata
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +28,7 @@ from ray import cloudpickle
 from ray.dag import DAGNode, FunctionNode, InputAttributeNode, InputNode
 from ray.dag.input_node import DAGInputData
 
-from executor.errors import InvalidInputError
+from executor.errors import InvalidTypeError
 from executor.options import TaskOptions, split_options
 
 
@@ -48,6 +54,8 @@ class TaskSpec:
     #: Upstream tasks whose outputs go inside a container argument (a list, a dict):
     #: the task gets their ObjectRefs there, as in Ray, resolving to their final values.
     nested: tuple[str, ...] = ()
+    #: The Ray options the task was bound with, as given (``get_metadata`` shows them).
+    bound_options: dict[str, Any] | None = None
 
 
 @dataclass
@@ -128,28 +136,39 @@ def function_name(func: Callable[..., Any]) -> str:
     return f"{getattr(func, '__module__', '__main__')}.{getattr(func, '__qualname__', repr(func))}"
 
 
+def slugify(value: str) -> str:
+    """Ray Workflows' rendering of a qualified name in a task id (after Django's
+    ``slugify``): ASCII only, nothing but word characters, dots and dashes, so
+    ``f.<locals>.g`` becomes ``f.locals.g``."""
+    value = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
+    value = re.sub(r"[^\w.\-]", "", value).strip()
+    return re.sub(r"[-\s]+", "-", value)
+
+
+def id_base(func: Callable[..., Any]) -> str:
+    """The base of a task's default id: its function's module and slugified qualname."""
+    module = getattr(func, "__module__", None) or "__anonymous_module__"
+    return f"{module}.{slugify(getattr(func, '__qualname__', None) or '__anonymous_func__')}"
+
+
 class _Namer:
-    def __init__(self, prefix: str | None) -> None:
-        self.prefix = prefix
-        self.counts: dict[str, int] = {}
+    """Ray Workflows' task ids: a base (an explicit ``task_id``, else ``id_base``), then
+    ``<base>_1``, ``<base>_2``, ... for each further task of that base in the workflow.
+    ``first`` holds the first index of each base this graph may use (0 if absent)."""
+
+    def __init__(self, first: dict[str, int]) -> None:
+        self.next = dict(first)
         self.taken: set[str] = set()
 
-    def name(self, base: str, explicit: str | None) -> str:
-        if explicit is not None:
-            task_id = explicit if self.prefix is None else f"{self.prefix}/{explicit}"
-            if task_id in self.taken:
-                raise InvalidInputError(f"Duplicate task_id {explicit!r} in one workflow")
-        else:
-            if self.prefix is not None:
-                base = f"{self.prefix}/{base.rsplit('.', 1)[-1]}"
-            count = self.counts.get(base, 0)
-            task_id = base if count == 0 else f"{base}_{count}"
-            while task_id in self.taken:
-                count += 1
-                task_id = f"{base}_{count}"
-            self.counts[base] = count + 1
-        self.taken.add(task_id)
-        return task_id
+    def name(self, base: str) -> str:
+        while True:
+            index = self.next.get(base, 0)
+            self.next[base] = index + 1
+            task_id = base if index == 0 else f"{base}_{index}"
+            # An explicit id may already be some base's numbered one ("f_1"): skip it.
+            if task_id not in self.taken:
+                self.taken.add(task_id)
+                return task_id
 
 
 def _children(value: Any) -> list[DAGNode]:
@@ -196,55 +215,86 @@ def _input_value(node: DAGNode, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     return value[key]
 
 
+#: ``build_graph``'s ``reserve``: how many ids of each base a graph needs -> the first
+#: index of each that it may use.
+Reserve = Callable[[dict[str, int]], dict[str, int]]
+
+
 def build_graph(
     dag: Any,
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
-    prefix: str | None = None,
+    reserve: Reserve | None = None,
 ) -> Graph:
     """Turn a DAG whose output is a ``FunctionNode`` into a ``Graph``.
 
-    ``prefix`` is the task id of the task that returned this DAG as a continuation.
+    Task ids are numbered per base from 0 in a new workflow; a continuation's graph is
+    numbered on from the ids its workflow has used, which ``reserve`` hands out.
+    Raises ``InvalidTypeError`` for a DAG that is not one of remote functions, and for
+    arguments that do not fit a function's signature, before anything is stored.
     """
     if not isinstance(dag, FunctionNode):
         what = type(dag).__name__
-        raise InvalidInputError(f"Expected a Ray DAG (a remote function's .bind(...)), got {what}")
+        if isinstance(dag, DAGNode):
+            raise InvalidTypeError(
+                f"Currently workflow does not support classes as DAG inputs (got {what})"
+            )
+        raise InvalidTypeError(
+            f"Input should be a DAG (a remote function's .bind(...)), got {what}"
+        )
     kwargs = kwargs or {}
-    namer = _Namer(prefix)
+    order = _post_order(dag)
+    bases = [_base(node) for node in order]
+    first: dict[str, int] = {}
+    if reserve is not None:
+        first = reserve(dict(Counter(bases)))
+    namer = _Namer(first)
     graph_tasks: dict[str, TaskSpec] = {}
     functions: dict[str, bytes] = {}
     ids: dict[int, str] = {}
+    for node, base in zip(order, bases, strict=True):
+        spec = _task_spec(node, namer.name(base), ids, functions, args, kwargs)
+        ids[id(node)] = spec.task_id
+        graph_tasks[spec.task_id] = spec
+    return Graph(tasks=graph_tasks, output=ids[id(dag)], functions=functions)
 
-    # Post-order without recursion, so a chain of thousands of tasks converts too.
+
+def _post_order(dag: FunctionNode) -> list[FunctionNode]:
+    """The DAG's function nodes, each once, every node after its arguments' nodes in
+    argument order (Ray's ``apply_recursive``), without recursion: a chain of thousands
+    of tasks converts too."""
+    order: list[FunctionNode] = []
+    seen: set[int] = set()
     stack: list[tuple[DAGNode, bool]] = [(dag, False)]
     while stack:
         node, expanded = stack.pop()
-        if id(node) in ids:
-            continue
-        if isinstance(node, (InputNode, InputAttributeNode)):
+        if id(node) in seen or isinstance(node, (InputNode, InputAttributeNode)):
             continue
         if not isinstance(node, FunctionNode):
-            raise InvalidInputError(
+            raise InvalidTypeError(
                 f"Unsupported DAG node {type(node).__name__}: workflows take remote functions"
             )
-        children = [
-            c
-            for c in _children((node._bound_args, node._bound_kwargs))
-            if not isinstance(c, (InputNode, InputAttributeNode))
-        ]
-        if not expanded:
-            stack.append((node, True))
-            stack.extend((c, False) for c in reversed(children) if id(c) not in ids)
+        if expanded:
+            seen.add(id(node))
+            order.append(node)
             continue
-        graph_tasks_spec = _task_spec(node, namer, ids, functions, args, kwargs)
-        ids[id(node)] = graph_tasks_spec.task_id
-        graph_tasks[graph_tasks_spec.task_id] = graph_tasks_spec
-    return Graph(tasks=graph_tasks, output=ids[id(dag)], functions=functions)
+        stack.append((node, True))
+        children = _children((node._bound_args, node._bound_kwargs))
+        stack.extend((c, False) for c in reversed(children) if id(c) not in seen)
+    return order
+
+
+def _base(node: FunctionNode) -> str:
+    explicit = split_options(node._bound_options)[0].task_id
+    if explicit is not None:
+        return str(explicit)
+    func = node._body
+    return getattr(func, "__gnomon_name__", None) or id_base(func)
 
 
 def _task_spec(
     node: FunctionNode,
-    namer: _Namer,
+    task_id: str,
     ids: dict[int, str],
     functions: dict[str, bytes],
     args: tuple[Any, ...],
@@ -254,7 +304,8 @@ def _task_spec(
     func = node._body
     kind = getattr(func, "__gnomon_kind__", "function")
     name = getattr(func, "__gnomon_name__", None) or function_name(func)
-    task_id = namer.name(name, task_options.task_id)
+    if kind == "function":
+        _check_signature(func, name, node._bound_args, node._bound_kwargs)
     upstream: list[str] = []
 
     def replace(child: DAGNode) -> Any:
@@ -280,7 +331,35 @@ def _task_spec(
         upstream=upstream,
         kind=kind,
         nested=_nested(bound_args, bound_kwargs),
+        bound_options=dict(node._bound_options),
     )
+
+
+_signatures: weakref.WeakKeyDictionary[Callable[..., Any], inspect.Signature | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _check_signature(
+    func: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Arguments that do not fit the function raise TypeError now, as Ray Workflows
+    checked them, instead of a failed task later."""
+    try:
+        signature = _signatures[func]
+    except KeyError:
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError):  # a builtin or a callable without one
+            signature = None
+        with contextlib.suppress(TypeError):
+            _signatures[func] = signature
+    if signature is None:
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise InvalidTypeError(f"Arguments of {name} do not fit it: {error}") from None
 
 
 def _nested(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:

@@ -67,10 +67,28 @@ class WorkflowNotResumableError(WorkflowError):
         self.workflow_id = workflow_id
 
 
-class WorkflowStillActiveError(WorkflowError):
+class WorkflowStillActiveError(WorkflowError, RuntimeError):
+    """The workflow is RUNNING or PENDING. A RuntimeError, as Ray raised for running or
+    resuming such a workflow again."""
+
     def __init__(self, workflow_id: str, operation: str = "delete") -> None:
-        super().__init__(f"Cannot {operation} workflow {workflow_id!r}: it is still active")
+        if operation in ("run", "resume"):
+            message = f"Workflow '{workflow_id}' is already running or pending."
+        else:
+            message = f"Cannot {operation} workflow {workflow_id!r}: it is still active"
+        super().__init__(message)
         self.workflow_id = workflow_id
+
+
+class TaskCrashedError(WorkflowError):
+    """The workers running a task died more often than its ``max_retries`` allows."""
+
+    def __init__(self, task_id: str, crashes: int, max_retries: int) -> None:
+        super().__init__(
+            f"Task {task_id!r} failed: its worker died {crashes} time(s), and max_retries "
+            f"is {max_retries}"
+        )
+        self.task_id = task_id
 
 
 class CheckpointError(WorkflowError):
@@ -78,7 +96,39 @@ class CheckpointError(WorkflowError):
 
 
 class InvalidInputError(WorkflowError, ValueError):
-    """The caller passed something Gnomon cannot accept (not a DAG, a bad filter, bad JSON)."""
+    """The caller passed something Gnomon cannot accept (a bad filter, bad JSON)."""
+
+
+class InvalidTypeError(WorkflowError, TypeError):
+    """The caller passed something of the wrong type (not a DAG, not a string id, not an
+    EventListener, arguments that do not fit the function): a TypeError, as in Ray."""
+
+
+class NoSuchWorkflowError(WorkflowNotFoundError, ValueError):
+    """``get_metadata`` of an unknown workflow: Ray raised ValueError with this message."""
+
+    def __init__(self, workflow_id: str) -> None:
+        WorkflowError.__init__(self, f"No such workflow_id '{workflow_id}'")
+        self.workflow_id = workflow_id
+
+
+class NoSuchTaskError(TaskNotFoundError, ValueError):
+    """``get_metadata`` of an unknown task: Ray raised ValueError with this message."""
+
+    def __init__(self, workflow_id: str, task_id: str) -> None:
+        WorkflowError.__init__(self, f"No such task_id '{task_id}' in workflow '{workflow_id}'")
+        self.workflow_id = workflow_id
+        self.task_id = task_id
+
+
+class OutputUnavailableError(WorkflowError, ValueError):
+    """``get_output`` of an output that is not stored and will not come without an
+    operator (the workflow failed, was canceled, or has no such task): a ValueError,
+    with Ray's message first."""
+
+    def __init__(self, workflow_id: str, message: str) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
 
 
 class NoFreeSlotError(WorkflowError):

@@ -17,7 +17,7 @@ import ray
 from ray.dag import DAGNode
 
 from executor.dag import register_user_module
-from executor.errors import InvalidInputError, WorkflowError
+from executor.errors import InvalidInputError, InvalidTypeError, WorkflowError
 
 #: Sleeps longer than this (seconds) park the workflow in the database instead of a coroutine.
 SUSPEND_AFTER = float(os.environ.get("GNOMON_SUSPEND_AFTER", "60"))
@@ -29,8 +29,9 @@ class EventListener:
     """Ray Workflows' listener contract; subclass it and pass the class to ``wait_for_event``.
 
     ``poll_for_event`` returns the event; ``event_checkpointed`` is called once the event is
-    durably recorded as the waiting task's output (commit a queue offset there). Both run on
-    the manager's event loop, so they must not block it.
+    durably recorded as the waiting task's output (commit a queue offset there), and again
+    on a resume if a crash came in between. Each call runs on an event loop of its own, in
+    a thread of the manager's process, so a listener that blocks holds up only itself.
     """
 
     def __init__(self) -> None:
@@ -79,23 +80,32 @@ def _builtin(kind: str) -> Any:
 
 _sleep = _builtin("sleep")
 _wait_for_event = _builtin("wait_for_event")
+_event_committed = _builtin("event_committed")
 
 
 def sleep(seconds: float) -> DAGNode:
     """A task that finishes ``seconds`` after it starts; bind it into a DAG."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-        raise InvalidInputError(
-            f"workflow.sleep takes a non-negative number of seconds, got {seconds!r}"
-        )
-    return _sleep.bind(float(seconds))
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise InvalidTypeError(f"workflow.sleep takes a number of seconds, got {seconds!r}")
+    # A negative duration ends at once, as in Ray Workflows.
+    return _sleep.bind(max(0.0, float(seconds)))
 
 
 def wait_for_event(listener: type[EventListener], *args: Any, **kwargs: Any) -> DAGNode:
     """A task whose output is the next event from ``listener``."""
     if not (isinstance(listener, type) and issubclass(listener, EventListener)):
-        raise InvalidInputError(f"wait_for_event takes an EventListener subclass, got {listener!r}")
+        what = listener.__name__ if isinstance(listener, type) else repr(listener)
+        raise InvalidTypeError(
+            f"Event listener type is {what}, which is not a subclass of workflow.EventListener"
+        )
     register_user_module(listener.__module__)
-    return _wait_for_event.bind(listener, list(args), dict(kwargs))
+    polled = _wait_for_event.bind(listener, list(args), dict(kwargs))
+    if issubclass(listener, HTTPListener):
+        return polled  # the mailbox consumes its event in the checkpoint's transaction
+    # As in Ray Workflows, the event is committed (``event_checkpointed``) by a task of
+    # its own after the polled event's checkpoint: a crash between the two commits it on
+    # the resume.
+    return _event_committed.bind(listener, polled)
 
 
 def mailbox_key(args: list[Any], kwargs: dict[str, Any]) -> str:

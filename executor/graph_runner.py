@@ -65,7 +65,9 @@ class GraphRunner:
         self._functions: dict[str, Any] = {}
         #: The tasks this runner submitted, each with its upstream tasks' refs, so a
         #: cancel can stop them (see ``cancelable``).
-        self.submitted: list[tuple[ray.ObjectRef, list[ray.ObjectRef]]] = []
+        #: The tasks this runner submitted: (ref, its upstream tasks' refs, whether it is a
+        #: chain of functions run by a worker rather than a wait run by the manager).
+        self.submitted: list[tuple[ray.ObjectRef, list[ray.ObjectRef], bool]] = []
 
     def submit(self, graph: Graph, completes: tuple[str, ...] = ()) -> Any:
         """Submit what the graph's output still needs; return the output's ref."""
@@ -224,7 +226,7 @@ class GraphRunner:
         if head.kind != "function":
             # Waits are coroutines in the manager actor: they hold no CPU slot.
             ref = self.launcher.wait(context(head.task_id), head.kind, fill(head.args))
-            self.submitted.append((ref, upstream_refs))
+            self.submitted.append((ref, upstream_refs, False))
             return ref
         stages, calls = [], []
         for task_id, slot in chain:
@@ -244,11 +246,12 @@ class GraphRunner:
             function = self._function(graph, spec.function_key)
             calls.append((function, fill(spec.args), kwargs, deps))
         ref = self.launcher.chain(tuple(stages), calls)
-        self.submitted.append((ref, upstream_refs))
+        self.submitted.append((ref, upstream_refs, True))
         return ref
 
-    def cancelable(self) -> list[ray.ObjectRef]:
-        """The submitted tasks that may be cancelled directly, downstream first.
+    def cancelable(self) -> list[tuple[ray.ObjectRef, bool]]:
+        """The submitted tasks that may be cancelled directly, downstream first, each with
+        whether it runs in a worker (which may be stopped by force).
 
         A task still waiting on an upstream task is left out: it fails when that upstream
         is cancelled. Cancelling it directly races Ray resolving its dependencies and
@@ -257,14 +260,14 @@ class GraphRunner:
         two-task chain).
         """
         chosen = []
-        for ref, upstream in reversed(self.submitted):
+        for ref, upstream, in_worker in reversed(self.submitted):
             if upstream:
                 _, waiting = ray.wait(
                     upstream, num_returns=len(upstream), timeout=0, fetch_local=False
                 )
                 if waiting:
                     continue
-            chosen.append(ref)
+            chosen.append((ref, in_worker))
         return chosen
 
     def _function(self, graph: Graph, key: str) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
-from executor.actors import NAMESPACE, manager_name
+from executor.actors import NAMESPACE, manager_name, same_session, session_cache
 from executor.checkpoint import loads, make_checkpoint, preview, read_checkpoint
 from executor.config import StoreConfig, handles
 from executor.dag import CATCH, Graph
@@ -198,6 +199,7 @@ class WorkflowManager:
         # (guarded by the owner, so a second write is harmless).
         store = handles(self.config).store
         await asyncio.to_thread(store.finish, workflow_id, self.owner, WorkflowStatus.CANCELED)
+        await asyncio.to_thread(store.tasks_canceled, workflow_id)
         return True
 
     async def _execute(self, workflow_id: str, graph_data: bytes | None, fresh: bool) -> Any:
@@ -261,7 +263,7 @@ class WorkflowManager:
 
     async def wait(self, ctx: TaskContext, kind: str, *args: Any) -> Any:
         """Run a task that only waits as a coroutine: a ``sleep``, a ``wait_for_event``
-        or a ``dag.catching`` task; return its output."""
+        (and its ``event_committed``), or a ``dag.catching`` task; return its output."""
         store = handles(self.config).store
         started = time.time()
         if kind == CATCH:
@@ -277,17 +279,19 @@ class WorkflowManager:
                 raise WorkflowSuspended(ctx.workflow_id, wake_at)
             await asyncio.sleep(max(0.0, remaining))
             return await self._checkpoint_wait(ctx, None, started)
+        if kind == "event_committed":
+            listener_class, event = args
+            await _on_own_loop(listener_class().event_checkpointed, event)
+            return await self._checkpoint_wait(ctx, event, started)
         listener_class, listener_args, listener_kwargs = args
         await asyncio.to_thread(store.task_waiting, ctx.workflow_id, ctx.task_id)
         if issubclass(listener_class, HTTPListener):
             return await self._wait_mailbox(
                 ctx, mailbox_key(listener_args, listener_kwargs), started
             )
-        listener = listener_class()
-        event = await listener.poll_for_event(*listener_args, **listener_kwargs)
-        await self._checkpoint_wait(ctx, event, started)
-        await listener.event_checkpointed(event)
-        return event
+        poll = listener_class().poll_for_event
+        event = await _on_own_loop(poll, *listener_args, **listener_kwargs)
+        return await self._checkpoint_wait(ctx, event, started)
 
     async def _checkpoint_wait(self, ctx: TaskContext, value: Any, started: float) -> Any:
         store, blobs = handles(self.config)
@@ -428,11 +432,14 @@ def _lost(status: WorkflowStatus, owner: str | None, me: str) -> bool:
 _SECOND_CANCEL_AFTER = 0.2
 
 
-def _cancel(refs: list[ray.ObjectRef]) -> None:
-    for ref in refs:
+def _cancel(refs: list[tuple[ray.ObjectRef, bool]]) -> None:
+    """Stop these tasks. A worker's is killed (``force``), as Ray Workflows did: a task
+    blocked in a call that ignores interrupts would run on otherwise. A wait in the
+    manager is cancelled as a coroutine."""
+    for ref, in_worker in refs:
         # Already finished, or not cancelable: nothing to stop.
         with contextlib.suppress(Exception):
-            ray.cancel(ref, recursive=True)
+            ray.cancel(ref, force=in_worker, recursive=True)
 
 
 #: How many early cancels a manager remembers (see ``WorkflowManager.start``).
@@ -542,6 +549,32 @@ async def _follow(ref: Any) -> Any:
     return value
 
 
+async def _on_own_loop(coroutine_function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Await a listener's coroutine on an event loop of its own thread: one that blocks
+    (as Ray Workflows' listeners could, each in a task of its own) holds up only itself."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def settle(outcome: Any, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(outcome)
+        else:
+            done.set_exception(error)
+
+    def target() -> None:
+        try:
+            outcome = asyncio.run(coroutine_function(*args, **kwargs))
+        except BaseException as error:  # handed to the awaiting coroutine
+            loop.call_soon_threadsafe(settle, None, error)
+        else:
+            loop.call_soon_threadsafe(settle, outcome, None)
+
+    threading.Thread(target=target, name="gnomon-listener", daemon=True).start()
+    return await done
+
+
 async def _caught(ref: Any) -> tuple[Any, BaseException | None]:
     """``(value, None)`` for the output behind ``ref``, or ``(None, error)`` if anything
     it waited on raised; a cancel or a suspension goes on, uncaught."""
@@ -558,11 +591,12 @@ async def _caught(ref: Any) -> tuple[Any, BaseException | None]:
 # submit-then-cancel). The new process has a new owner id, so the old one's workflows
 # read RESUMABLE and are taken over like any dead owner's.
 _RemoteManager = ray.remote(num_cpus=0, max_restarts=-1)(WorkflowManager)
-_handles: dict[StoreConfig, Any] = {}
+_handles: dict[StoreConfig, Any] = session_cache()
 
 
 def manager_for(config: StoreConfig) -> Any:
     """The cluster's manager for this database, created on first use."""
+    same_session()
     handle = _handles.get(config)
     if handle is None:
         handle = _RemoteManager.options(

@@ -7,6 +7,7 @@ Ray Workflows stored them under Ray's ``_metadata`` option, so
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +33,7 @@ class options:
             raise InvalidInputError(
                 f"Invalid workflow option(s) {sorted(unknown)}; valid ones are {sorted(VALID)}"
             )
-        metadata = workflow_options.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidInputError("Workflow option 'metadata' must be a dict")
+        validate_user_metadata(workflow_options.get("metadata"))
         self.options = {"_metadata": {WORKFLOW_OPTIONS: workflow_options}}
 
     def keys(self) -> tuple[str, ...]:
@@ -50,6 +49,24 @@ class options:
         merged.update(self.options["_metadata"])
         f._default_options["_metadata"] = merged
         return f
+
+
+def validate_user_metadata(metadata: Any) -> dict[str, Any]:
+    """User metadata, of a workflow or a task: a JSON-serialisable dict (None: empty).
+    Ray Workflows' checks and messages, as ``ValueError``s."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidInputError("metadata must be a dict.")
+    try:
+        json.dumps(metadata)
+    except TypeError as error:
+        raise InvalidInputError(
+            f"metadata must be JSON serializable, instead, we got 'TypeError: {error}'"
+        ) from None
+    except ValueError as error:  # a circular reference, a NaN...
+        raise InvalidInputError(f"metadata must be JSON serializable: {error}") from None
+    return metadata
 
 
 @dataclass(frozen=True)

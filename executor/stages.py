@@ -74,6 +74,15 @@ class Continued:
 
 
 @dataclass(frozen=True)
+class Resolved:
+    """An argument a call already resolved, handed on as it is when the call submits the
+    rest of its chain again: Ray resolves every top-level ObjectRef argument, and the
+    value may itself be one (the output of a task that returned an ObjectRef)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
 class FinalOutput:
     """The workflow's output, from the task whose finish also recorded the workflow
     SUCCESSFUL: the manager, the only one to receive it, need not write the outcome."""

@@ -27,7 +27,12 @@ from executor.actors import find_manager
 from executor.checkpoint import make_checkpoint, preview
 from executor.config import StoreConfig, handles
 from executor.dag import build_graph, catching
-from executor.errors import CheckpointError, InvalidInputError, WorkflowCancellationError
+from executor.errors import (
+    CheckpointError,
+    TaskCrashedError,
+    WorkflowCancellationError,
+    WorkflowError,
+)
 from executor.graph_runner import GraphRunner, new_task_rows
 from executor.logs import AttemptLog, capture
 from executor.notices import NOTICES
@@ -39,6 +44,7 @@ from executor.stages import (
     Continued,
     Dep,
     FinalOutput,
+    Resolved,
     Stage,
     TaskContext,
     flatten,
@@ -63,16 +69,16 @@ def run_task(packed: bytes, *flat: Any) -> Any:
     """
     stages = unpack(packed)
     calls = unflatten(stages, flat)
-    recorded = _recorded(stages) if _retried() else None
+    recorded, crashed = _after_crash(stages) if _retried() else (None, None)
     value: Any = None
     for i, (stage, (function, args, kwargs, deps)) in enumerate(zip(stages, calls, strict=True)):
         if i > 0:
             args, kwargs = _place(stage.slot, value, args, kwargs)
-        args, kwargs, ready = _resolve(args, kwargs)
+        args, kwargs, ready, again = _resolve(args, kwargs)
         finals, deps, deps_ready = _follow_deps(deps)
         if not (ready and deps_ready):
             # Ray waits for the refs now in the arguments; no worker blocks meanwhile.
-            rest = [(function, args, kwargs, deps), *calls[i + 1 :]]
+            rest = [(function, *again, deps), *map(_as_resolved, calls[i + 1 :])]
             return Continued(submit_chain(stages[i:], rest))
         if finals:
             args, kwargs = _swap_refs(args, finals), _swap_refs(kwargs, finals)
@@ -81,7 +87,8 @@ def run_task(packed: bytes, *flat: Any) -> Any:
             if standin is not NOT_RECORDED:
                 value = standin
                 continue
-        value = _run(stage.ctx, stage.function_key, function, args, kwargs)
+        crashes = crashed[1] if crashed is not None and crashed[0] == stage.ctx.task_id else 0
+        value = _run(stage.ctx, stage.function_key, function, args, kwargs, crashes)
     return value
 
 
@@ -96,15 +103,31 @@ def _retried() -> bool:
         return True
 
 
-def _recorded(stages: tuple[Stage, ...]) -> GraphRunner | None:
-    """For a retried call whose first run finished some of its tasks: a runner that has
-    them stand in for themselves, as on a resume. None if it finished none."""
+def _after_crash(
+    stages: tuple[Stage, ...],
+) -> tuple[GraphRunner | None, tuple[str, int] | None]:
+    """For a call Ray runs again because its worker died: a runner that has the tasks
+    the first run finished stand in for themselves, as on a resume (None if it finished
+    none), and the task that was running when the worker died, with the number of
+    worker deaths it has now. Those count against its ``max_retries`` as failed
+    attempts do; past them it fails (``TaskCrashedError``), caught or not."""
     ctx = stages[0].ctx
     store = handles(ctx.config).store
-    if not store.any_finished(ctx.workflow_id, [stage.ctx.task_id for stage in stages]):
-        return None
-    records = {record.task_id: record for record in store.load_tasks(ctx.workflow_id)}
-    return GraphRunner(ctx.config, ctx.workflow_id, RayLauncher(ctx.config), records)
+    finished = store.finished_tasks(ctx.workflow_id, [stage.ctx.task_id for stage in stages])
+    runner = None
+    if finished:
+        records = {record.task_id: record for record in store.load_tasks(ctx.workflow_id)}
+        runner = GraphRunner(ctx.config, ctx.workflow_id, RayLauncher(ctx.config), records)
+    running = next((s.ctx for s in stages if s.ctx.task_id not in finished), None)
+    if running is None:
+        return runner, None
+    crashes = store.task_crashed(running.workflow_id, running.task_id)
+    budget = running.options.max_retries
+    if 0 <= budget < crashes:
+        error = TaskCrashedError(running.task_id, crashes, budget)
+        store.task_failed(running.workflow_id, running.task_id, error.message, time.time(), 0)
+        raise error
+    return runner, (running.task_id, crashes)
 
 
 # ------------------------------------------------------------------ one task
@@ -122,6 +145,8 @@ def _load_function(key: str, data: Any) -> Any:
 
 def _follow(value: Any) -> tuple[Any, bool]:
     """Follow a chain of ``Continued`` as far as it is ready; (value or ref, ready)."""
+    if isinstance(value, Resolved):
+        return value.value, True
     while isinstance(value, Continued):
         ready, _ = ray.wait([value.ref], timeout=0, fetch_local=False)
         if not ready:
@@ -132,19 +157,35 @@ def _follow(value: Any) -> tuple[Any, bool]:
 
 def _resolve(
     args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any], bool]:
+) -> tuple[tuple[Any, ...], dict[str, Any], bool, tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The arguments followed to their final values, whether all are ready, and the
+    arguments to submit the call with again if not: the refs still pending, and the
+    rest as ``Resolved``."""
     all_ready = True
-    new_args = []
+    run_args, again_args = [], []
     for arg in args:
         value, ready = _follow(arg)
         all_ready &= ready
-        new_args.append(value)
-    new_kwargs = {}
+        run_args.append(value)
+        again_args.append(Resolved(value) if ready else value)
+    run_kwargs, again_kwargs = {}, {}
     for key, arg in kwargs.items():
         value, ready = _follow(arg)
         all_ready &= ready
-        new_kwargs[key] = value
-    return tuple(new_args), new_kwargs, all_ready
+        run_kwargs[key] = value
+        again_kwargs[key] = Resolved(value) if ready else value
+    return tuple(run_args), run_kwargs, all_ready, (tuple(again_args), again_kwargs)
+
+
+def _as_resolved(call: Call) -> Call:
+    """A later stage's call, whose arguments Ray resolved already, to submit again."""
+    function, args, kwargs, deps = call
+    return (
+        function,
+        tuple(map(Resolved, args)),
+        {key: Resolved(value) for key, value in kwargs.items()},
+        tuple((Resolved(value), refs) for value, refs in deps),
+    )
 
 
 def _follow_deps(deps: tuple[Dep, ...]) -> tuple[dict[Any, Any], tuple[Dep, ...], bool]:
@@ -156,19 +197,21 @@ def _follow_deps(deps: tuple[Dep, ...]) -> tuple[dict[Any, Any], tuple[Dep, ...]
     finals: dict[Any, Any] = {}
     followed: list[Dep] = []
     all_ready = True
-    for value, (original, current) in deps:
+    for resolved, (original, current) in deps:
+        value = resolved.value if isinstance(resolved, Resolved) else resolved
         while isinstance(value, Continued):
             current = value.ref
             ready, _ = ray.wait([current], timeout=0, fetch_local=False)
             if not ready:
                 all_ready = False
-                value = current
                 break
             value = ray.get(current)
         else:
             if current != original:
                 finals[original] = current
-        followed.append((value, (original, current)))
+            followed.append((Resolved(value), (original, current)))
+            continue
+        followed.append((current, (original, current)))
     return finals, tuple(followed), all_ready
 
 
@@ -193,8 +236,10 @@ def _run(
     function: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    crashes: int = 0,
 ) -> Any:
-    """Run one workflow task with its retries, and record how it ended."""
+    """Run one workflow task with its retries, and record how it ended. ``crashes`` are
+    attempts its workers died in: they use up the same ``max_retries``."""
     func = _load_function(function_key, function)
     store, blobs = handles(ctx.config)
     options = ctx.options
@@ -214,7 +259,7 @@ def _run(
                 break
             except Exception as caught:
                 log.write(_describe(caught))
-                if _should_retry(options, caught, attempts):
+                if _should_retry(options, caught, attempts + crashes):
                     store.save_logs([(ctx.workflow_id, ctx.task_id, log.started_at, log.text())])
                     continue
                 if options.catch_exceptions:
@@ -285,25 +330,23 @@ def _continue(
     log: tuple[float, str] | None,
 ) -> Any:
     store, blobs = handles(ctx.config)
+
+    def reserve(counts: dict[str, int]) -> dict[str, int]:
+        return store.reserve_task_ids(ctx.workflow_id, counts)
+
     try:
-        graph = build_graph(continuation.dag, prefix=ctx.task_id)
-        if ctx.options.catch_exceptions:
-            graph = catching(graph, f"{ctx.task_id}/catch_exceptions")
-    except InvalidInputError as bad:
+        graph = build_graph(continuation.dag, reserve=reserve)
+    except WorkflowError as bad:
         store.task_failed(ctx.workflow_id, ctx.task_id, bad.message, started, delta)
         raise
+    if ctx.options.catch_exceptions:
+        graph = catching(graph, f"{ctx.task_id}.catch_exceptions")
     checkpoint = make_checkpoint(graph, "continuation", blobs, ctx.workflow_id, ctx.task_id)
-    store.task_finished(
-        ctx.workflow_id,
-        ctx.task_id,
-        checkpoint,
-        None,
-        started,
-        delta,
-        new_tasks=new_task_rows(graph, parent_task_id=ctx.task_id),
-        log=log,
+    rows = new_task_rows(graph, parent_task_id=ctx.task_id)
+    status = store.task_continued(
+        ctx.workflow_id, ctx.task_id, checkpoint, started, delta, rows, log=log
     )
-    if store.get_workflow(ctx.workflow_id).status == WorkflowStatus.CANCELED:
+    if status == WorkflowStatus.CANCELED:
         # The manager cancels the tasks it submitted; this stops the ones continuations add.
         raise WorkflowCancellationError(ctx.workflow_id)
     # Submitted from this worker, not through the manager: routing every expansion
@@ -334,11 +377,17 @@ def submit_chain(stages: tuple[Stage, ...], calls: list[Call]) -> ray.ObjectRef:
     The stages share their Ray options (``GraphRunner`` chains only such tasks).
     """
     ray_options = stages[0].ctx.ray_options
-    key = repr(sorted(ray_options.items()))
+    budgets = [stage.ctx.options.max_retries for stage in stages]
+    # Ray retries a call whose worker died; each task counts those deaths against its
+    # own budget (``_after_crash``), so the call may be retried as often as all of them,
+    # and once more, in which the task past its budget fails with a clear error.
+    retries = -1 if min(budgets) < 0 else sum(budgets) + 1
+    key = repr((sorted(ray_options.items()), retries))
     remote = _with_options.get(key)
     if remote is None:
         # A task's own ``enable_task_events`` option wins over the default.
-        remote = _remote_run_task.options(**{"enable_task_events": RAY_TASK_EVENTS, **ray_options})
+        options = {"enable_task_events": RAY_TASK_EVENTS, **ray_options, "max_retries": retries}
+        remote = _remote_run_task.options(**options)
         _with_options[key] = remote
     return remote.remote(pack(stages), *flatten(stages, calls))
 

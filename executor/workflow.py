@@ -5,7 +5,6 @@ from executor import workflow   # was: from ray import workflow
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
@@ -13,12 +12,14 @@ from typing import Any
 import ray
 from ray.dag import DAGNode
 
+from executor.actors import session_cache
 from executor.checkpoint import dumps
 from executor.cluster import connect
 from executor.config import StoreConfig, handles
 from executor.dag import build_graph
 from executor.errors import (
     InvalidInputError,
+    InvalidTypeError,
     WorkflowCancellationError,
     WorkflowError,
     WorkflowExecutionError,
@@ -36,8 +37,8 @@ from executor.events import (
 )
 from executor.graph_runner import new_task_rows
 from executor.manager import manager_for
-from executor.options import options
-from executor.outputs import NOT_YET, stored_output
+from executor.metadata import task_metadata, workflow_metadata
+from executor.options import options, validate_user_metadata
 from executor.stages import Continuation, current_task
 from executor.status import ACTIVE, RESUMABLE_FROM, WorkflowStatus
 from executor.store import Store
@@ -72,6 +73,14 @@ __all__ = [
     "sleep",
     "wait_for_event",
 ]
+
+# The statuses as module constants, as Ray Workflows defined them (``workflow.RUNNING``).
+RUNNING = WorkflowStatus.RUNNING
+PENDING = WorkflowStatus.PENDING
+SUCCESSFUL = WorkflowStatus.SUCCESSFUL
+FAILED = WorkflowStatus.FAILED
+CANCELED = WorkflowStatus.CANCELED
+RESUMABLE = WorkflowStatus.RESUMABLE
 
 _config: StoreConfig | None = None
 
@@ -131,23 +140,15 @@ def _ensure() -> tuple[StoreConfig, Store]:
 
 
 def _check_id(workflow_id: Any) -> str:
-    if not isinstance(workflow_id, str) or not workflow_id:
-        raise InvalidInputError(f"workflow_id must be a non-empty string, got {workflow_id!r}")
+    if not isinstance(workflow_id, str):
+        raise InvalidTypeError(
+            f"workflow_id has to be a string type, got {type(workflow_id).__name__}"
+        )
+    if not workflow_id:
+        raise InvalidInputError("workflow_id must not be empty")
     if len(workflow_id) > 255:
         raise InvalidInputError("workflow_id is longer than 255 characters")
     return workflow_id
-
-
-def _check_metadata(metadata: Any) -> dict[str, Any]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise InvalidInputError("metadata must be a dict")
-    try:
-        json.dumps(metadata)
-    except (TypeError, ValueError) as error:
-        raise InvalidInputError(f"metadata must be JSON-serializable: {error}") from None
-    return metadata
 
 
 # ------------------------------------------------------------------- running
@@ -201,7 +202,7 @@ def submit(
     """
     config, store = _ensure()
     graph = build_graph(dag, args, kwargs or {})
-    metadata = _check_metadata(metadata)
+    metadata = validate_user_metadata(metadata)
     if workflow_id is None:
         workflow_id = f"{graph.tasks[graph.output].name.rsplit('.', 1)[-1]}.{uuid.uuid4().hex[:12]}"
     _check_id(workflow_id)
@@ -231,7 +232,7 @@ def submit(
     return _existing(workflow_id)
 
 
-_owners: dict[StoreConfig, str] = {}
+_owners: dict[StoreConfig, str] = session_cache()
 
 
 def _manager_owner(config: StoreConfig) -> str:
@@ -245,12 +246,12 @@ def _manager_owner(config: StoreConfig) -> str:
 
 
 def _existing(workflow_id: str) -> ray.ObjectRef:
-    config, store = _ensure()
+    _, store = _ensure()
     status = store.get_workflow(workflow_id).status
     if status == WorkflowStatus.SUCCESSFUL:
         return get_output_async(workflow_id)
     if status in ACTIVE:
-        return manager_for(config).output.remote(workflow_id)
+        raise WorkflowStillActiveError(workflow_id, "run")
     return resume_async(workflow_id)
 
 
@@ -275,7 +276,10 @@ def resume(workflow_id: str) -> Any:
 def resume_async(workflow_id: str) -> ray.ObjectRef:
     """Resume a FAILED, RESUMABLE or CANCELED workflow; finished tasks do not run again."""
     config, store = _ensure()
-    record = store.get_workflow(_check_id(workflow_id))
+    try:
+        record = store.get_workflow(_check_id(workflow_id))
+    except WorkflowNotFoundError:
+        raise WorkflowNotResumableError(workflow_id, "no such workflow") from None
     if record.status == WorkflowStatus.SUCCESSFUL:
         return get_output_async(workflow_id)
     suspended = record.status == WorkflowStatus.PENDING and record.wake_at is not None
@@ -313,12 +317,15 @@ def get_output(workflow_id: str, *, task_id: str | None = None) -> Any:
 
 
 def get_output_async(workflow_id: str, *, task_id: str | None = None) -> ray.ObjectRef:
-    """A ref to the workflow's output (or one task's), waiting if it is still running."""
-    config, store = _ensure()
-    value = stored_output(store, handles(config).blobs, _check_id(workflow_id), task_id)
-    if value is NOT_YET:
-        return manager_for(config).output.remote(workflow_id, task_id)
-    return ray.put(value)
+    """A ref to the workflow's output (or one task's), waiting while it may still come.
+
+    As in Ray Workflows, a task that has not run yet is waited for, and an output that
+    will not come raises ``ValueError`` (``OutputUnavailableError``) when the ref is
+    read, not here.
+    """
+    config, _ = _ensure()
+    ref: ray.ObjectRef = manager_for(config).output.remote(_check_id(workflow_id), task_id)
+    return ref
 
 
 def get_status(workflow_id: str) -> WorkflowStatus:
@@ -327,52 +334,35 @@ def get_status(workflow_id: str) -> WorkflowStatus:
 
 
 def get_metadata(workflow_id: str, task_id: str | None = None) -> dict[str, Any]:
-    """``user_metadata``, ``status`` and ``stats`` (``start_time``, ``end_time``)."""
-    _, store = _ensure()
-    record = store.get_workflow(_check_id(workflow_id))
+    """Ray Workflows' metadata of the workflow, or of one task (see ``executor.metadata``);
+    an unknown workflow or task raises ``ValueError`` (``No such workflow_id ...``)."""
+    config, store = _ensure()
     if task_id is None:
-        return {
-            "workflow_id": workflow_id,
-            "name": record.name,
-            "status": record.status,
-            "user_metadata": record.user_metadata,
-            "stats": {
-                "start_time": record.started_at,
-                "end_time": record.ended_at,
-                "created_time": record.created_at,
-            },
-        }
-    task = store.get_task(workflow_id, task_id)
-    return {
-        "workflow_id": workflow_id,
-        "task_id": task_id,
-        "name": task.name,
-        "status": task.status,
-        "attempts": task.attempts,
-        "user_metadata": task.user_metadata,
-        "stats": {"start_time": task.started_at, "end_time": task.ended_at},
-    }
+        return workflow_metadata(store, _check_id(workflow_id))
+    return task_metadata(store, handles(config).blobs, _check_id(workflow_id), task_id)
 
 
 def list_all(
     status_filter: WorkflowStatus | str | set[WorkflowStatus | str] | None = None,
 ) -> list[tuple[str, WorkflowStatus]]:
+    """Workflows with their status, newest first; ``status_filter`` is a status, its
+    name, or a set of either."""
     _, store = _ensure()
     statuses = None
-    if status_filter is not None:
-        items = (
-            [status_filter]
-            if isinstance(status_filter, (str, WorkflowStatus))
-            else list(status_filter)
-            if isinstance(status_filter, (set, frozenset, list, tuple))
-            else None
-        )
-        if items is None:
-            raise InvalidInputError(
-                f"status_filter must be a WorkflowStatus, a string or a set of them, "
-                f"got {status_filter!r} ({type(status_filter).__name__})"
+    if isinstance(status_filter, (str, WorkflowStatus)):
+        statuses = [_parse_status(status_filter)]
+    elif isinstance(status_filter, (set, frozenset)):
+        if not all(isinstance(item, (str, WorkflowStatus)) for item in status_filter):
+            raise InvalidTypeError(
+                "status_filter contains element which is not a type of `WorkflowStatus or "
+                f"str`. {status_filter}"
             )
-        statuses = [_parse_status(item) for item in items]
+        statuses = [_parse_status(item) for item in status_filter]
+    elif status_filter is not None:
+        raise InvalidTypeError(
+            "status_filter must be WorkflowStatus or a set of WorkflowStatus, "
+            f"got {type(status_filter).__name__}"
+        )
     return [(r.workflow_id, r.status) for r in store.list_workflows(statuses=statuses)]
 
 
@@ -390,10 +380,17 @@ def _parse_status(value: WorkflowStatus | str) -> WorkflowStatus:
 
 
 def cancel(workflow_id: str) -> None:
-    """Stop a running workflow; its finished tasks stay checkpointed."""
+    """Stop a workflow and mark it CANCELED; its finished tasks stay checkpointed.
+
+    As in Ray Workflows, a workflow that already ended is marked CANCELED too, and an
+    unknown id is no error.
+    """
     config, store = _ensure()
-    record = store.get_workflow(_check_id(workflow_id))
-    if record.status in (WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED):
+    try:
+        record = store.get_workflow(_check_id(workflow_id))
+    except WorkflowNotFoundError:
+        return
+    if record.status == WorkflowStatus.CANCELED:
         return
     if record.status in ACTIVE:
         stopped = ray.get(manager_for(config).cancel.remote(workflow_id))
@@ -403,6 +400,7 @@ def cancel(workflow_id: str) -> None:
     store.set_status(workflow_id, WorkflowStatus.CANCELED)
     if record.status not in ACTIVE:
         store.finish(workflow_id, None, WorkflowStatus.CANCELED)
+    store.tasks_canceled(workflow_id)
 
 
 def delete(workflow_id: str) -> None:
@@ -424,9 +422,8 @@ def continuation(dag: DAGNode) -> Any:
     Outside a workflow, the DAG is simply executed and its result returned.
     """
     if not isinstance(dag, DAGNode):
-        raise InvalidInputError(
-            f"workflow.continuation takes a DAG (a remote function's .bind(...)), "
-            f"got {type(dag).__name__}"
+        raise InvalidTypeError(
+            f"Input should be a DAG (a remote function's .bind(...)), got {type(dag).__name__}"
         )
     if current_task() is not None:
         return Continuation(dag)

@@ -23,6 +23,7 @@ from executor import workflow
 from executor.errors import (
     CheckpointError,
     InvalidInputError,
+    InvalidTypeError,
     NoFreeSlotError,
     WorkflowNotFoundError,
     WorkflowQueueFullError,
@@ -153,8 +154,9 @@ class RunLauncher:
             dag = factory_failed.bind(schedule.name, why)
         try:
             ref = self._submit(schedule, run, dag)
-        except (InvalidInputError, CheckpointError) as error:
-            # The factory returned something that is not a DAG, or one that cannot be stored.
+        except (InvalidInputError, InvalidTypeError, CheckpointError) as error:
+            # The factory returned something that is not a DAG, a DAG whose arguments do
+            # not fit its functions, or one that cannot be stored.
             message = f"The DAG factory of {schedule.name!r} returned a bad DAG: {error}"
             if trigger != "schedule":
                 raise DagFactoryError(message) from None

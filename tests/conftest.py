@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,8 +161,6 @@ def services(workflow, database_url: str, blob_root: Path) -> Iterator[Callable[
     cleaner = SchedulerService(Registry(), database_url, storage=str(blob_root)).open()
     for service in made:
         for schedule in service.registry:
-            try:
+            with suppress(ScheduleNotFoundError):
                 cleaner.remove(schedule.name)
-            except ScheduleNotFoundError:
-                pass
     cleaner.stop()

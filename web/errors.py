@@ -12,10 +12,12 @@ from executor.errors import (
     DatabaseError,
     DatabaseUnavailableError,
     InvalidInputError,
+    InvalidTypeError,
     TaskNotFoundError,
     WorkflowError,
     WorkflowNotFoundError,
     WorkflowNotResumableError,
+    WorkflowQueueFullError,
     WorkflowStillActiveError,
 )
 from scheduler.errors import (
@@ -88,7 +90,9 @@ _BY_TYPE: list[tuple[type[BaseException], type[HttpError]]] = [
     (WorkflowStillActiveError, Conflict),
     (WorkflowNotResumableError, Conflict),
     (RunExistsError, Conflict),
+    (WorkflowQueueFullError, Conflict),
     (InvalidInputError, BadRequest),
+    (InvalidTypeError, BadRequest),
     (InvalidScheduleError, BadRequest),
     (DagFactoryError, BadRequest),
 ]

@@ -205,21 +205,55 @@ class Store(ABC):
         started_at: float,
         attempts_delta: int,
         completes: Sequence[str] = (),
-        new_tasks: Sequence[NewTask] = (),
         log: tuple[float, str] | None = None,
         graph_output: bool = True,
     ) -> bool:
-        """Record a task's finish, in one transaction: its checkpoint (kind "value", or
-        "continuation" for the DAG it returned; None when it is not checkpointed), its
-        row, and the rows of ``completes``, the tasks whose continuations end in it.
-        ``new_tasks`` are a continuation's tasks; ``log`` is the last attempt's (start
-        time, captured text).
+        """Record a task's finish, in one transaction: its checkpoint (None when it is
+        not checkpointed), its row, and the rows of ``completes``, the tasks whose
+        continuations end in it. ``log`` is the last attempt's (start time, captured
+        text).
 
         If the task was checkpointed already, nothing is written. A value that is the
         workflow's output also records the workflow SUCCESSFUL (only while it is
         RUNNING: a cancel that came first stands); returns True if it did. A task known
         not to be its graph's output (``graph_output=False``) skips that look.
         """
+
+    @abstractmethod
+    def task_continued(
+        self,
+        workflow_id: str,
+        task_id: str,
+        checkpoint: Checkpoint,
+        started_at: float,
+        attempts_delta: int,
+        new_tasks: Sequence[NewTask],
+        log: tuple[float, str] | None = None,
+    ) -> WorkflowStatus:
+        """Record that a task returned a continuation, in one transaction: the
+        continuation's graph as its checkpoint (kind "continuation"), its row CONTINUED,
+        and the continuation's task rows (``new_tasks``; their ids must be new, see
+        ``reserve_task_ids``). If the task was checkpointed already, only the log is
+        written. Returns the workflow's stored status as of the commit (a canceled
+        workflow's continuation is not to be submitted). Raises ``DatabaseError`` when
+        a task id is taken."""
+
+    @abstractmethod
+    def tasks_canceled(self, workflow_id: str) -> None:
+        """Mark the workflow's tasks that have not ended (PENDING, RUNNING, WAITING)
+        CANCELED."""
+
+    @abstractmethod
+    def task_crashed(self, workflow_id: str, task_id: str) -> int:
+        """Count one more worker death while the task ran; returns how many there were."""
+
+    @abstractmethod
+    def reserve_task_ids(self, workflow_id: str, counts: dict[str, int]) -> dict[str, int]:
+        """Reserve task ids for a continuation: ``counts`` says how many ids of each
+        base it needs; returns, per base, the first index it may use (ids are
+        ``<base>`` for index 0, else ``<base>_<index>``). Indexes are never handed out
+        twice in a workflow; a base's first reservation starts after the ids of that
+        base the workflow already has."""
 
     @abstractmethod
     def task_failed(
@@ -240,8 +274,8 @@ class Store(ABC):
         """Set these tasks' status, except those whose finish is recorded."""
 
     @abstractmethod
-    def any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
-        """Whether any of these tasks has its finish recorded (a checkpoint or a
+    def finished_tasks(self, workflow_id: str, task_ids: Sequence[str]) -> set[str]:
+        """Those of these tasks whose finish is recorded (a checkpoint or a
         continuation). Retried like a write: a Ray call that Ray runs again asks it
         before it starts, and its answer decides whether a task runs twice."""
 

@@ -13,7 +13,19 @@ import socket
 #: How long a lease lasts without a heartbeat before another process may take the workflow.
 LEASE_TTL = float(os.environ.get("GNOMON_LEASE_TTL", "30"))
 
-HOSTNAME = socket.gethostname()
+
+def _host() -> str:
+    """This host as owner ids name it: the hostname, and the PID namespace where there is
+    one. Containers may share a hostname (``network_mode: host``) but not their
+    processes; a pid seen from another namespace says nothing about liveness."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}~{namespace}"
+
+
+HOSTNAME = _host()
 
 
 def owner_id(nonce: str) -> str:

@@ -22,14 +22,17 @@ def _config() -> Config:
 
 
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    """The newest revision, or several joined by ``+`` while branches await a merge."""
+    heads = sorted(ScriptDirectory.from_config(_config()).get_heads())
+    return "+".join(heads) or None
 
 
 def current_revision(store: SqlStore) -> str | None:
     # Checked engine: migrations run at start-up, often right after the database did.
     with store.checked_engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+        heads = sorted(context.get_current_heads())
+    return "+".join(heads) or None
 
 
 def upgrade(store: SqlStore) -> bool:
@@ -42,5 +45,5 @@ def upgrade(store: SqlStore) -> bool:
             # Two processes starting at once must not both create the tables.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7216640)")
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
     return True

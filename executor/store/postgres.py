@@ -7,7 +7,7 @@ Round trips are what a task's finish costs here, so:
 - Reads are not retried, so they keep the ping; they run in autocommit, because under
   READ COMMITTED a transaction adds BEGIN and ROLLBACK and no consistency.
 - Creating a workflow with its tasks, a task's usual finish (a checkpoint, no log, no
-  continuation), a batch of outcomes and ``any_finished`` are one statement each
+  continuation), a batch of outcomes and ``finished_tasks`` are one statement each
   (``statements.DirectForms``), sent on a connection of the thread's own
   (``direct.DirectConnections``).
 """

@@ -50,6 +50,8 @@ class TaskRecord:
     output_preview: str | None
     output_task_id: str | None
     user_metadata: dict[str, Any] = field(default_factory=dict)
+    #: How often a worker died running it.
+    crashes: int = 0
 
 
 class Admission(str, Enum):

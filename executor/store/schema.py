@@ -75,6 +75,9 @@ tasks = Table(
     Column("user_metadata", Text, nullable=False, default="{}"),
     #: A sleep's wake time, recorded once so a resumed sleep waits only what is left.
     Column("wake_at", Float, nullable=True),
+    #: How often a worker died running the task: those attempts count against the
+    #: task's ``max_retries`` as its failed ones do.
+    Column("crashes", Integer, nullable=False, default=0, server_default="0"),
 )
 
 checkpoints = Table(
@@ -127,4 +130,16 @@ settings = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+#: How many task ids of each base a workflow has handed out (Ray Workflows' counters):
+#: a continuation's tasks are numbered on from them.
+task_names = Table(
+    "gnomon_task_names",
+    metadata,
+    Column("workflow_id", ID, primary_key=True),
+    Column("base", TASK_ID, primary_key=True),
+    Column("next", BigInteger, nullable=False),
+    #: The size of the last reservation (what an upsert that finds the row adds).
+    Column("reserved", BigInteger, nullable=False),
 )

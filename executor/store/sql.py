@@ -50,7 +50,9 @@ class SqlStore(WorkflowStore, MailboxStore, Store):
         try:
             parsed = make_url(url)
         except sa.exc.ArgumentError:
-            raise InvalidInputError(f"Invalid database URL {url!r}") from None
+            raise InvalidInputError(
+                f"Invalid database URL {url}: expected dialect+driver://user:password@host/db"
+            ) from None
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         dialect = SqlStore._dialects.get(parsed.get_backend_name())
@@ -61,7 +63,10 @@ class SqlStore(WorkflowStore, MailboxStore, Store):
             )
         backend = parsed.get_backend_name()
         statements = STATEMENTS[backend] if tables is None else Statements(tables, backend)
-        return dialect.open(parsed.render_as_string(hide_password=False), statements, clock)
+        try:
+            return dialect.open(parsed.render_as_string(hide_password=False), statements, clock)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as error:
+            raise InvalidInputError(f"Invalid database URL {url}: {error}") from None
 
     @classmethod
     def open(cls, url: str, statements: Statements, clock: Callable[[], float]) -> SqlStore:

@@ -36,6 +36,7 @@ class Tables:
     events: sa.Table
     task_logs: sa.Table
     settings: sa.Table
+    task_names: sa.Table
 
     @classmethod
     def of(cls, metadata: sa.MetaData) -> Tables:
@@ -83,6 +84,7 @@ class Statements:
     def __init__(self, tables: Tables, dialect: str) -> None:
         self.tables = tables
         self.insert = _INSERTS[dialect]
+        self.tasks = tables.tasks
         w, t, c, logs = tables.workflows, tables.tasks, tables.checkpoints, tables.task_logs
 
         self.insert_workflow = (
@@ -149,11 +151,10 @@ class Statements:
                 lease_expires_at=None,
             )
         )
-        self.any_finished = (
+        self.finished_tasks = (
             sa.select(t.c.task_id)
             .where(t.c.workflow_id == _p("workflow"), t.c.task_id.in_(_p("tasks", expanding=True)))
             .where(self._finished(t))
-            .limit(1)
         )
         upsert = self.insert(logs).values(
             workflow_id=_p("workflow"),
@@ -166,6 +167,27 @@ class Statements:
             index_elements=[logs.c.workflow_id, logs.c.task_id, logs.c.attempt_started_at],
             set_={logs.c.text: upsert.excluded.text, logs.c.updated_at: upsert.excluded.updated_at},
         )
+        #: Reserve ``n`` task ids of ``base``: the counter's new end comes back. A base's
+        #: first reservation starts after the ids of that base the workflow has already
+        #: (those of its first graph, which numbers them itself).
+        names = tables.task_names
+        used = (
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.workflow_id == _p("workflow"))
+            .where(sa.or_(t.c.task_id == _p("base"), t.c.task_id.like(_p("numbered"), escape="\\")))
+            .scalar_subquery()
+        )
+        reserve = self.insert(names).values(
+            workflow_id=_p("workflow"), base=_p("base"), next=used + _p("n"), reserved=_p("n")
+        )
+        self.reserve_ids = reserve.on_conflict_do_update(
+            index_elements=[names.c.workflow_id, names.c.base],
+            set_={
+                names.c.next: names.c.next + reserve.excluded.reserved,
+                names.c.reserved: reserve.excluded.reserved,
+            },
+        ).returning(names.c.next)
         #: A transaction-scoped lock on a text ``key`` (PostgreSQL's advisory locks).
         self.name_lock = sa.select(
             sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(_p("key"), 0))
@@ -202,7 +224,8 @@ class Statements:
         """The row of a task whose continuation just finished with this value."""
         return {
             t.c.status: TaskStatus.SUCCESSFUL.value,
-            t.c.ended_at: _p("ended"),
+            # A task that returned a continuation ended when its function did.
+            t.c.ended_at: sa.func.coalesce(t.c.ended_at, _p("ended")),
             t.c.output_preview: _p("preview"),
             t.c.output_task_id: _p("output"),
         }
@@ -274,11 +297,10 @@ class DirectForms:
                 completed.returning(t.c.task_id).cte("completed"),
             )
         )
-        self.any_finished = DirectStatement.compile(
+        self.finished_tasks = DirectStatement.compile(
             sa.select(t.c.task_id)
             .where(t.c.workflow_id == _p("workflow"), t.c.task_id == _any("tasks"))
             .where(s._finished(t))
-            .limit(1)
         )
         #: ``finish_many``: the outcomes travel as one JSON array (``outcomes``) of
         #: [workflow id, status, output preview, error, ended at].
@@ -312,8 +334,11 @@ class DirectForms:
         }
         self.create_workflow = DirectStatement.compile(
             s.insert(t)
+            # Columns left out take the database's defaults, not values bound here.
             .from_select(
-                list(fields), sa.select(*fields.values()).join_from(workflow, r, sa.true())
+                list(fields),
+                sa.select(*fields.values()).join_from(workflow, r, sa.true()),
+                include_defaults=False,
             )
             .returning(sa.literal_column("1"))
         )

@@ -11,10 +11,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from executor.errors import TaskNotFoundError, WorkflowNotFoundError
-from executor.status import TaskStatus
+from executor.status import TaskStatus, WorkflowStatus
 from executor.store.core import SqlCore
 from executor.store.records import Checkpoint, NewTask, TaskLog, TaskRecord, dump_json
 
+#: Statuses of a task that has not ended: a cancel ends them CANCELED.
+_UNFINISHED = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value, TaskStatus.WAITING.value]
 #: Statuses a task's row may be moved out of by ``set_task_status``.
 _NOT_DONE = [
     TaskStatus.PENDING.value,
@@ -27,12 +29,19 @@ _NOT_DONE = [
 
 class TaskStore(SqlCore):
     def _insert_tasks(
-        self, conn: Connection, workflow_id: str, new_tasks: Sequence[NewTask], first_seq: int
+        self,
+        conn: Connection,
+        workflow_id: str,
+        new_tasks: Sequence[NewTask],
+        first_seq: int,
+        strict: bool = False,
     ) -> None:
+        """Insert task rows; ``strict``: an id that exists already is an error (a
+        continuation's ids are reserved), not a row to skip (a workflow created twice)."""
         if not new_tasks:
             return
         conn.execute(
-            self.sql.insert_tasks,
+            self.sql.tasks.insert() if strict else self.sql.insert_tasks,
             [
                 {
                     "workflow_id": workflow_id,
@@ -76,7 +85,6 @@ class TaskStore(SqlCore):
         started_at: float,
         attempts_delta: int,
         completes: Sequence[str] = (),
-        new_tasks: Sequence[NewTask] = (),
         log: tuple[float, str] | None = None,
         graph_output: bool = True,
     ) -> bool:
@@ -89,7 +97,7 @@ class TaskStore(SqlCore):
 
         def write() -> bool:
             with self._write() as conn:
-                finished = self._finish_task(conn, params, checkpoint, new_tasks, graph_output)
+                finished = self._finish_task(conn, params, checkpoint, graph_output)
                 if log:
                     self._save_log(conn, workflow_id, task_id, *log)
                 return finished
@@ -113,7 +121,7 @@ class TaskStore(SqlCore):
             "task": task_id,
             "task_status": (TaskStatus.CONTINUED if continued else TaskStatus.SUCCESSFUL).value,
             "started": started_at,
-            "ended": None if continued else self.clock(),
+            "ended": self.clock(),
             "delta": attempts_delta,
             "preview": output_preview,
             # The task whose checkpoint holds the value; a continuation's comes later.
@@ -143,7 +151,6 @@ class TaskStore(SqlCore):
         conn: Connection,
         params: dict[str, Any],
         checkpoint: Checkpoint | None,
-        new_tasks: Sequence[NewTask] = (),
         graph_output: bool = True,
     ) -> bool:
         """A finish's statements in ``conn``'s transaction (``params`` as
@@ -156,12 +163,83 @@ class TaskStore(SqlCore):
         conn.execute(self.sql.finish_task, params)
         if params["completes"]:
             conn.execute(self.sql.complete_tasks, params)
-        if new_tasks:
-            # Ordered after everything so far without reading the table first.
-            self._insert_tasks(conn, params["workflow"], new_tasks, first_seq=_seq_now())
         if params["output"] is None or not graph_output:
             return False  # no stored output (the manager records the outcome), or not it
         return bool(conn.execute(self.sql.finish_workflow, params).rowcount > 0)
+
+    def task_continued(
+        self,
+        workflow_id: str,
+        task_id: str,
+        checkpoint: Checkpoint,
+        started_at: float,
+        attempts_delta: int,
+        new_tasks: Sequence[NewTask],
+        log: tuple[float, str] | None = None,
+    ) -> WorkflowStatus:
+        params = self._finish_params(
+            workflow_id, task_id, checkpoint, None, started_at, attempts_delta, ()
+        )
+        w = self.tables.workflows
+
+        def write() -> WorkflowStatus:
+            with self._write() as conn:
+                if conn.execute(self.sql.insert_checkpoint, params).first() is not None:
+                    conn.execute(self.sql.finish_task, params)
+                    # Ordered after everything so far without reading the table first.
+                    self._insert_tasks(conn, workflow_id, new_tasks, _seq_now(), strict=True)
+                if log:
+                    self._save_log(conn, workflow_id, task_id, *log)
+                status = conn.execute(
+                    sa.select(w.c.status).where(w.c.workflow_id == workflow_id)
+                ).scalar_one()
+                return WorkflowStatus(status)
+
+        return self._retrying(write)
+
+    def tasks_canceled(self, workflow_id: str) -> None:
+        t = self.tables.tasks
+
+        def write() -> None:
+            with self._write() as conn:
+                conn.execute(
+                    t.update()
+                    .where(t.c.workflow_id == workflow_id, t.c.status.in_(_UNFINISHED))
+                    .values(status=TaskStatus.CANCELED.value)
+                )
+
+        self._retrying(write)
+
+    def task_crashed(self, workflow_id: str, task_id: str) -> int:
+        t = self.tables.tasks
+
+        def write() -> int:
+            with self._write() as conn:
+                crashes = conn.execute(
+                    t.update()
+                    .where(t.c.workflow_id == workflow_id, t.c.task_id == task_id)
+                    .values(crashes=t.c.crashes + 1)
+                    .returning(t.c.crashes)
+                ).scalar_one()
+                return int(crashes)
+
+        return self._retrying(write)
+
+    def reserve_task_ids(self, workflow_id: str, counts: dict[str, int]) -> dict[str, int]:
+        def write() -> dict[str, int]:
+            first: dict[str, int] = {}
+            with self._write() as conn:
+                for base, n in sorted(counts.items()):
+                    params = {
+                        "workflow": workflow_id,
+                        "base": base,
+                        "numbered": _escape_like(base) + "\\_%",
+                        "n": n,
+                    }
+                    first[base] = int(conn.execute(self.sql.reserve_ids, params).scalar_one()) - n
+            return first
+
+        return self._retrying(write)
 
     def task_failed(
         self,
@@ -208,16 +286,18 @@ class TaskStore(SqlCore):
 
         self._retrying(write)
 
-    def any_finished(self, workflow_id: str, task_ids: Sequence[str]) -> bool:
+    def finished_tasks(self, workflow_id: str, task_ids: Sequence[str]) -> set[str]:
         params = {"workflow": workflow_id, "tasks": list(task_ids)}
         if self.direct is not None:
             assert self.sql.direct is not None
             forms = self.sql.direct
-            return self._retrying(lambda: bool(self._send(forms.any_finished, params)))
+            return self._retrying(
+                lambda: {row[0] for row in self._send(forms.finished_tasks, params)}
+            )
 
-        def read() -> bool:
+        def read() -> set[str]:
             with self._reader().connect() as conn:
-                return conn.execute(self.sql.any_finished, params).first() is not None
+                return set(conn.execute(self.sql.finished_tasks, params).scalars())
 
         return self._retrying(read)
 
@@ -314,6 +394,11 @@ class TaskStore(SqlCore):
             return {row.task_id: _checkpoint(row) for row in rows}
 
 
+def _escape_like(text: str) -> str:
+    """``text`` matched literally by LIKE with ``\\`` as the escape character."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _seq_now() -> int:
     """Task order for continuations: microseconds, so later expansions sort later."""
     return time.time_ns() // 1000
@@ -339,4 +424,5 @@ def _task_record(row: Any) -> TaskRecord:
         output_preview=row.output_preview,
         output_task_id=row.output_task_id,
         user_metadata=json.loads(row.user_metadata or "{}"),
+        crashes=row.crashes,
     )

@@ -541,7 +541,7 @@ class WorkflowStore(TaskStore):
 
         def delete() -> None:
             with self._write() as conn:
-                for table in (t.checkpoints, t.tasks, t.events, t.task_logs):
+                for table in (t.checkpoints, t.tasks, t.events, t.task_logs, t.task_names):
                     conn.execute(table.delete().where(table.c.workflow_id == workflow_id))
                 result = conn.execute(
                     t.workflows.delete().where(t.workflows.c.workflow_id == workflow_id)

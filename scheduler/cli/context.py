@@ -16,6 +16,7 @@ from executor.config import StoreConfig, handles
 from executor.errors import (
     DatabaseUnavailableError,
     InvalidInputError,
+    InvalidTypeError,
     TaskNotFoundError,
     WorkflowError,
     WorkflowNotFoundError,
@@ -38,6 +39,7 @@ USAGE_ERRORS = (
     TaskNotFoundError,
     ScheduleNotFoundError,
     InvalidInputError,
+    InvalidTypeError,
     InvalidScheduleError,
     InvalidTargetError,
     RunExistsError,

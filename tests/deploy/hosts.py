@@ -34,7 +34,7 @@ import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,20 +126,16 @@ class Process:
             time.sleep(0.2)
 
     def signal(self, signum: int) -> None:
-        try:
+        with suppress(ProcessLookupError):
             os.kill(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def kill(self) -> None:
         """The host dies: SIGKILL to its first process, and with it to everything on it."""
         if self.popen.poll() is None:
             self.signal(signal.SIGKILL)
             if not self.namespaced:
-                try:
+                with suppress(ProcessLookupError):
                     os.killpg(self.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         self.popen.wait(timeout=60)
 
 
@@ -421,10 +417,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with cluster(args.workers, args.worker_cpus) as found:
         print(f"RAY_ADDRESS={found.address} RAY_AUTH_TOKEN={found.token}", flush=True)
-        try:
+        with suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

@@ -130,7 +130,8 @@ def test_unwritable_blob_store_on_the_cluster(
     args = (scratch_postgresql_url, str(blocker / "blobs"), str(marks), "blobs-fault")
 
     failed = _result(_driver(BLOBS, cluster, *args, "run"))
-    assert failed["failed"] is not None and "is not writable" in failed["failed"], failed
+    assert failed["failed"] is not None, failed
+    assert "is not writable" in failed["failed"], failed
     assert str(blocker) in failed["failed"]
     assert failed["status"] == "FAILED"
 

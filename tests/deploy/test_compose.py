@@ -111,7 +111,8 @@ def test_the_compose_file_is_valid_against_the_compose_specification():
 
 
 def test_the_readme_env_file_holds_both_tokens(env):
-    assert len(env["RAY_AUTH_TOKEN"]) >= 32 and len(env["GNOMON_API_TOKEN"]) >= 32
+    assert len(env["RAY_AUTH_TOKEN"]) >= 32
+    assert len(env["GNOMON_API_TOKEN"]) >= 32
     assert env["RAY_AUTH_TOKEN"] != env["GNOMON_API_TOKEN"]
 
 
@@ -145,7 +146,8 @@ def test_commands_are_the_deploy_scripts_and_their_variables_are_documented(env)
     for name in RAY_SERVICES:
         [command] = services[name]["command"]
         script = ROOT / command.lstrip("/")
-        assert script.parent == ROOT / "deploy" and os.access(script, os.X_OK), command
+        assert script.parent == ROOT / "deploy", command
+        assert os.access(script, os.X_OK), command
         source = script.read_text() + (ROOT / "deploy" / "ray-auth.sh").read_text()
         for variable in set(re.findall(r"\$\{(\w+)", source)):
             assert f"`{variable}`" in readme, f"{command} reads {variable}; the README omits it"
@@ -159,7 +161,8 @@ def test_one_image_from_the_dockerfile_serves_every_node(env):
     assert {services[name]["image"] for name in RAY_SERVICES} == {"gnomon:latest"}
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "COPY deploy /deploy" in dockerfile
-    assert "pip wheel" in dockerfile and "pip install --no-cache-dir /wheels/*.whl" in dockerfile
+    assert "pip wheel" in dockerfile
+    assert "pip install --no-cache-dir /wheels/*.whl" in dockerfile
 
 
 def test_the_blob_volume_is_where_storage_points_and_postgres_matches(env):
@@ -183,6 +186,7 @@ def test_the_blob_volume_is_where_storage_points_and_postgres_matches(env):
 def test_workers_scale_without_fixed_names_or_ports_and_gnomon_is_published(env):
     services = compose(env)["services"]
     worker = services["ray-worker"]
-    assert "container_name" not in worker and "ports" not in worker
+    assert "container_name" not in worker
+    assert "ports" not in worker
     assert services["gnomon"]["ports"] == ["8080:8080"]
     assert "/healthz" in " ".join(services["gnomon"]["healthcheck"]["test"])

@@ -92,8 +92,10 @@ def test_an_address_that_refuses_ends_up_in_one_line_within_10_s(tmp_path: Path)
     host = Host("refused", tmp_path)
     code, out, err, seconds = _gnomon_up(host, "--ray-address", "127.0.0.1:1")
     line = _one_line(err)
-    assert code == 1 and "Press Ctrl-C" not in out
-    assert "127.0.0.1:1" in line and "head node is up" in line, line
+    assert code == 1
+    assert "Press Ctrl-C" not in out
+    assert "127.0.0.1:1" in line, line
+    assert "head node is up" in line, line
     assert seconds < REFUSED_SECONDS, seconds
 
 
@@ -105,8 +107,10 @@ def test_an_address_that_does_not_answer_ends_up_in_one_line(tmp_path: Path):
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         code, out, err, seconds = _gnomon_up(Host("silent", tmp_path), "--ray-address", address)
     line = _one_line(err)
-    assert code == 1 and "Press Ctrl-C" not in out
-    assert address in line and f"did not answer within {CONNECT_TIMEOUT:g} s" in line, line
+    assert code == 1
+    assert "Press Ctrl-C" not in out
+    assert address in line, line
+    assert f"did not answer within {CONNECT_TIMEOUT:g} s" in line, line
     assert seconds < CONNECT_TIMEOUT + STARTUP_SECONDS, seconds
 
 
@@ -115,14 +119,18 @@ def test_a_missing_wrong_or_unreadable_token_is_one_line(cluster: Cluster, tmp_p
     address = ("--ray-address", cluster.address)
 
     code, _, err, _ = _gnomon_up(host, *address)
-    assert code == 1 and "requires a token" in _one_line(err) and cluster.address in err, err
+    assert code == 1, err
+    assert "requires a token" in _one_line(err), err
+    assert cluster.address in err, err
 
     code, _, err, _ = _gnomon_up(host, *address, RAY_AUTH_TOKEN="not-the-token")
-    assert code == 1 and "refused this host's token" in _one_line(err), err
+    assert code == 1, err
+    assert "refused this host's token" in _one_line(err), err
 
     missing = host.home / "no-such-token"
     code, _, err, _ = _gnomon_up(host, *address, RAY_AUTH_TOKEN_PATH=str(missing))
-    assert code == 1 and f"RAY_AUTH_TOKEN_PATH names {missing}" in _one_line(err), err
+    assert code == 1, err
+    assert f"RAY_AUTH_TOKEN_PATH names {missing}" in _one_line(err), err
 
 
 def test_the_deploy_scripts_refuse_to_start_a_node_without_the_token(tmp_path: Path):
@@ -142,7 +150,8 @@ def test_the_deploy_scripts_refuse_to_start_a_node_without_the_token(tmp_path: P
         )
         assert ran.returncode == 2, (script, ran.stderr)
         [line] = ran.stderr.strip().splitlines()
-        assert line.startswith(f"{script}: ") and "RAY_AUTH_TOKEN" in line, line
+        assert line.startswith(f"{script}: "), line
+        assert "RAY_AUTH_TOKEN" in line, line
 
 
 DAGS = """

@@ -84,7 +84,8 @@ def test_builds_without_secrets_files_fail(tmp_path: Path):
     shutil.copytree(KUBERNETES, copy)
     for overlay in (copy, copy / "external-postgres"):
         failed = kustomize(overlay)
-        assert failed.returncode != 0 and "secrets.env" in failed.stderr, failed.stderr
+        assert failed.returncode != 0, failed.stderr
+        assert "secrets.env" in failed.stderr, failed.stderr
 
 
 def test_every_builtin_object_is_valid_kubernetes(objects):
@@ -172,8 +173,7 @@ def test_the_trial_has_postgres_and_the_external_overlay_has_not(tmp_path: Path)
     host = base64.b64decode(url).decode().split("@")[1].split(":")[0]
     assert host == one(trial, "Service", "postgres")["metadata"]["name"]
     assert one(trial, "StatefulSet", "postgres")
-    assert not by_kind(external, "StatefulSet") and ("Service", "postgres") not in {
-        (o["kind"], o["metadata"]["name"]) for o in external
-    }
+    assert not by_kind(external, "StatefulSet")
+    assert ("Service", "postgres") not in {(o["kind"], o["metadata"]["name"]) for o in external}
     external_url = one(external, "Secret", "gnomon-database")["data"]["database-url"]
     assert base64.b64decode(external_url).decode() == EXTERNAL_URL

@@ -195,7 +195,8 @@ def test_a_deployment_across_hosts(
         assert refused.returncode == 1
         last = refused.stderr.strip().splitlines()[-1]
         assert "Traceback" not in refused.stderr, refused.stderr
-        assert last.startswith("Error: ") and "none of its nodes runs on this host" in last, last
+        assert last.startswith("Error: "), last
+        assert "none of its nodes runs on this host" in last, last
         assert cluster.address in last
 
         # When a worker host dies mid-task
@@ -217,7 +218,8 @@ def test_a_deployment_across_hosts(
         assert store.get_workflow(lost).output_preview == "5"
         runs = _executions(marks, "lost")
         assert set(runs) == {"part0", "part1", "part2", "part3", "combine"}
-        assert runs["combine"] == 1 and all(n <= 2 for n in runs.values()), runs
+        assert runs["combine"] == 1, runs
+        assert all(n <= 2 for n in runs.values()), runs
         assert _hosts(marks) <= worker_homes, "a task ran off the worker hosts"
         cluster.add_worker(f"worker-{uuid.uuid4().hex[:4]}")  # the cluster is whole again
 

@@ -6,6 +6,7 @@ Each script runs in a session of its own, so the Ray it starts can be killed wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,10 +38,8 @@ def start(
 
 def kill_group(process: subprocess.Popen) -> None:
     """SIGKILL the script's whole process group (the Ray it started too), and reap it."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait(timeout=30)
 
 

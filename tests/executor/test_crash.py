@@ -248,7 +248,8 @@ def test_killed_continuations_resume_through_resume_all(workflow, crash):
     crash.start(COUNTDOWN)
     at_kill = crash.kill_when("countdown-3", whole_node=False)
 
-    depth = {n: "__main__.countdown" + "/countdown" * (5 - n) for n in range(6)}
+    # Ray Workflows' ids: the recursion numbers the base on, level by level.
+    depth = {n: "__main__.countdown" + (f"_{5 - n}" if n < 5 else "") for n in range(6)}
     # countdown(5) and (4) had returned their continuations; (3) was running.
     assert at_kill[depth[5]] == at_kill[depth[4]] == "CONTINUED"
     assert at_kill[depth[3]] in ("PENDING", "RUNNING")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -138,15 +139,25 @@ def test_waiting_workflows_hold_no_cpu(workflow, workflow_id, store):
     assert [ray.get(r, timeout=60)[0][1] for r in refs] == waiting
 
 
-def test_sleep_rejects_bad_durations(workflow):
-    for bad in (-1, "10", None):
-        with pytest.raises(workflow.WorkflowError, match="non-negative number of seconds"):
+def test_sleep_rejects_what_is_not_a_number(workflow):
+    for bad in ("10", None, True):
+        with pytest.raises(TypeError, match="takes a number of seconds"):
             workflow.sleep(bad)
 
 
+def test_a_negative_sleep_ends_at_once(workflow, workflow_id):
+    started = time.monotonic()
+    workflow.run(gather.bind(workflow.sleep(-5)), workflow_id=workflow_id)
+    assert time.monotonic() - started < 5
+
+
 def test_wait_for_event_rejects_a_non_listener(workflow):
-    with pytest.raises(workflow.WorkflowError, match="EventListener subclass"):
+    # Ray Workflows raised TypeError, with this message.
+    message = "Event listener type is object, which is not a subclass of workflow.EventListener"
+    with pytest.raises(TypeError, match=re.escape(message)):
         workflow.wait_for_event(object)
+    with pytest.raises(TypeError, match=r"not a subclass of workflow\.EventListener"):
+        workflow.wait_for_event("listener")
 
 
 def test_sleep_is_durable_and_checkpointed(workflow, workflow_id, store, tmp_path: Path):
@@ -156,3 +167,61 @@ def test_sleep_is_durable_and_checkpointed(workflow, workflow_id, store, tmp_pat
     task = store.get_task(workflow_id, "workflow.sleep")
     assert task.status.value == "SUCCESSFUL"
     assert 1.0 <= elapsed < 15
+
+
+class CommitsOnSecondTry(EventListener):
+    """An event whose commit fails the first time (as a crash between the event's
+    checkpoint and its commit would leave it)."""
+
+    async def poll_for_event(self, folder: str) -> str:
+        with open(os.path.join(folder, "polls"), "a") as handle:
+            handle.write("x")
+        return "the event"
+
+    async def event_checkpointed(self, event: str) -> None:
+        commits = os.path.join(self.folder, "commits")
+        with open(commits, "a") as handle:
+            handle.write("x")
+        if len(Path(commits).read_text()) == 1:
+            raise ConnectionError("the queue's commit failed")
+
+    folder = ""
+
+
+def test_an_event_not_committed_is_committed_on_resume_not_polled_again(
+    workflow, workflow_id, tmp_path
+):
+    CommitsOnSecondTry.folder = str(tmp_path)
+    dag = gather.bind(workflow.wait_for_event(CommitsOnSecondTry, str(tmp_path)))
+    with pytest.raises(workflow.WorkflowExecutionError, match="commit failed"):
+        workflow.run(dag, workflow_id=workflow_id)
+
+    assert workflow.resume(workflow_id) == ("the event",)
+    assert (tmp_path / "polls").read_text() == "x"
+    assert (tmp_path / "commits").read_text() == "xx"
+
+
+class BlocksItsThread(EventListener):
+    """A listener that blocks instead of awaiting, as Ray Workflows' own tests did."""
+
+    async def poll_for_event(self, path: str) -> str:
+        while not os.path.exists(path):
+            time.sleep(0.05)
+        return "unblocked"
+
+
+def test_a_blocking_listener_holds_up_only_itself(workflow, workflow_id, tmp_path):
+    release = tmp_path / "release"
+    blocked = workflow.run_async(
+        gather.bind(workflow.wait_for_event(BlocksItsThread, str(release))),
+        workflow_id=workflow_id,
+    )
+    # Meanwhile other workflows, and their waits, go on.
+    assert workflow.run(
+        gather.bind(workflow.sleep(0.2), "other"), workflow_id=f"{workflow_id}-b"
+    ) == (
+        None,
+        "other",
+    )
+    release.touch()
+    assert ray.get(blocked, timeout=60) == ("unblocked",)

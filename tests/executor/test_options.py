@@ -62,10 +62,13 @@ def test_unknown_option_is_refused(workflow):
         workflow.options(task_name="x")
 
 
-def test_duplicate_task_ids_are_refused(workflow):
+def test_a_repeated_task_id_is_numbered_as_ray_numbered_it(workflow, workflow_id):
     named = double.options(**workflow.options(task_id="same"))
-    with pytest.raises(workflow.WorkflowError, match="Duplicate task_id 'same'"):
-        workflow.run(named.bind(named.bind(1)))
+    assert workflow.run(named.bind(named.bind(named.bind(1))), workflow_id=workflow_id) == 8
+    # Upstream first: the innermost task is "same".
+    assert workflow.get_output(workflow_id, task_id="same") == 2
+    assert workflow.get_output(workflow_id, task_id="same_1") == 4
+    assert workflow.get_output(workflow_id, task_id="same_2") == 8
 
 
 class Boom(Exception):

@@ -7,6 +7,7 @@ import pytest
 import ray
 from ray.dag import InputNode
 
+from tests.executor import scripts
 from tests.waiting import count, mark
 
 
@@ -132,5 +133,34 @@ def test_continuation_outside_a_workflow_just_runs(ray_address):
 
 @pytest.mark.parametrize("bad", [42, "dag", add])
 def test_run_rejects_a_non_dag(workflow, bad):
-    with pytest.raises(workflow.WorkflowError, match="Expected a Ray DAG"):
+    with pytest.raises(TypeError, match="Input should be a DAG"):
         workflow.run(bad)
+
+
+RESTARTS_RAY = """
+import sys
+import ray
+from executor import workflow
+
+@ray.remote
+def plus_one(x):
+    return x + 1
+
+workflow.init(sys.argv[1], storage=sys.argv[2])
+outputs = [workflow.run(plus_one.bind(1), workflow_id="before")]
+ray.shutdown()
+ray.init(address="local", num_cpus=1, include_dashboard=False)
+outputs.append(workflow.run(plus_one.bind(2), workflow_id="after"))
+outputs.append(workflow.get_output("before"))
+print("OUTPUTS", outputs)
+"""
+
+
+def test_a_process_that_starts_ray_anew_keeps_working(ray_address, tmp_path):
+    """Handles on the first Ray's manager are dead after ``ray.shutdown()``: the next
+    session's calls must not use them (Ray Workflows found its actor by name each time)."""
+    process = scripts.start(
+        RESTARTS_RAY, tmp_path, [f"sqlite:///{tmp_path / 'db.sqlite'}", str(tmp_path / "blobs")]
+    )
+    assert process.wait(timeout=180) == 0, (tmp_path / "script.log").read_text()[-2000:]
+    assert "OUTPUTS [2, 3, 2]" in (tmp_path / "script.log").read_text()

@@ -73,8 +73,8 @@ def test_the_hot_path_follows_renamed_columns(renamed_store):
     # With a log: the transaction of separate statements, on both databases.
     log = (2.0, "printed\n")
     assert store.task_finished("w", "c", _checkpoint(b"C"), "'c'", 3.0, 0, log=log) is False
-    assert store.any_finished("w", ["b", "c"]) is True
-    assert store.any_finished("w", ["b"]) is False
+    assert store.finished_tasks("w", ["b", "c"]) == {"c"}
+    assert store.finished_tasks("w", ["b"]) == set()
     # The output: the finish that also records the workflow SUCCESSFUL.
     assert store.task_finished("w", "b", _checkpoint(b"BB"), "'b'", 2.0, 0) is True
 

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import pytest
 
 from executor.checkpoint import dumps, loads
-from executor.errors import NoFreeSlotError
+from executor.errors import DatabaseError, NoFreeSlotError
 from executor.status import TaskStatus, WorkflowStatus
 from executor.store import Checkpoint, NewTask, SqlStore, owner_id
+from executor.store.leases import HOSTNAME
 
 
 @pytest.fixture(autouse=True)
@@ -156,11 +157,22 @@ def test_renewed_lease_stays_live(clocked, clock, workflow_id):
     assert store.get_workflow(workflow_id).status == WorkflowStatus.RESUMABLE
 
 
+def test_an_owner_in_another_pid_namespace_is_trusted_until_its_lease_ends(store, workflow_id):
+    """A container sharing this hostname but not its processes: pid 999999 there may be
+    alive, whatever this namespace says."""
+    elsewhere = f"{socket.gethostname()}~1/999999/x"
+    _create(store, workflow_id)
+    assert store.acquire(workflow_id, elsewhere, ttl=3600) is True
+
+    assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
+    assert store.acquire(workflow_id, owner_id("local")) is False
+
+
 def test_a_dead_owner_reads_resumable_at_once(store, workflow_id):
     dead_pid = 999_999
     with pytest.raises(ProcessLookupError):
         os.kill(dead_pid, 0)
-    dead = f"{socket.gethostname()}/{dead_pid}/x"
+    dead = f"{HOSTNAME}/{dead_pid}/x"
     _create(store, workflow_id)
 
     assert store.acquire(workflow_id, dead, ttl=3600) is True
@@ -309,8 +321,10 @@ def test_a_continuations_last_task_records_the_workflow_it_completes(store, work
     data = dumps("the continuation's graph")
     continuation = Checkpoint(kind="continuation", data=data, blob=None, size=len(data))
     inner = NewTask(task_id="out.x", name="mod.x", upstream=[], user_metadata={})
-    assert not store.task_finished(workflow_id, "out", continuation, None, started, 1, (), [inner])
+    status = store.task_continued(workflow_id, "out", continuation, started, 1, [inner])
+    assert status == WorkflowStatus.RUNNING
     assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
+    assert store.get_task(workflow_id, "out").status == TaskStatus.CONTINUED
 
     assert store.task_finished(workflow_id, "out.x", _checkpoint(5), "5", started, 1, ("out",))
     record = store.get_workflow(workflow_id)
@@ -424,3 +438,29 @@ def test_a_terminal_status_filter_is_limited_in_sql(store, workflow_id):
         store.finish(each, None, WorkflowStatus.FAILED, error="boom")
     page = store.list_workflows(statuses=[WorkflowStatus.FAILED], limit=2, id_prefix=workflow_id)
     assert [r.workflow_id for r in page] == created[::-1][:2]
+
+
+def test_a_continuation_whose_task_id_is_taken_is_refused(store, workflow_id):
+    _create(store, workflow_id, ["a", "out"])
+    assert store.acquire(workflow_id, owner_id("m"))
+    data = dumps("graph")
+    continuation = Checkpoint(kind="continuation", data=data, blob=None, size=len(data))
+    taken = NewTask(task_id="a", name="mod.a", upstream=[], user_metadata={})
+    with pytest.raises(DatabaseError):
+        store.task_continued(workflow_id, "out", continuation, time.time(), 1, [taken])
+    # Nothing of it stays: the task may be continued again with new ids.
+    assert store.get_task(workflow_id, "out").status == TaskStatus.PENDING
+    assert store.load_checkpoint(workflow_id, "out") is None
+
+
+def test_task_ids_are_reserved_after_those_the_workflow_has(store, workflow_id):
+    _create(store, workflow_id, ["m.f", "m.f_1", "m.g", "m.f_other"])
+
+    first = store.reserve_task_ids(workflow_id, {"m.f": 2, "m.h": 1})
+    again = store.reserve_task_ids(workflow_id, {"m.f": 1, "m.h": 1})
+
+    # m.f had three ids that start with it (m.f_other counts, so nothing can clash).
+    assert first == {"m.f": 3, "m.h": 0}
+    assert again == {"m.f": 5, "m.h": 1}
+    other = store.reserve_task_ids(f"{workflow_id}-other", {"m.f": 1})
+    assert other == {"m.f": 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -43,7 +44,7 @@ class GnomonUp:
         """``command`` replaces ``gnomon up`` (e.g. ``deploy/gnomon.sh``, which execs it)."""
         self.log = log
         environment = {**os.environ, **(env or {})}
-        self._handle = open(log, "ab")
+        self._handle = open(log, "ab")  # noqa: SIM115 (open while the process runs)
         self.process = subprocess.Popen(
             [*(command or [GNOMON, "up"]), *args],
             stdout=self._handle,
@@ -81,15 +82,11 @@ class GnomonUp:
     def kill_hard(self) -> None:
         """kill -9 the process, the Ray it started, and everything else it spawned."""
         family = self.family()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         for pid in family:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(timeout=30)
 
     def terminate(self, timeout: float = 60) -> int:
@@ -101,10 +98,9 @@ class GnomonUp:
         if self.process.poll() is None:
             self.kill_hard()
         else:
-            try:  # whatever the clean stop left behind in its process group
+            # Whatever the clean stop left behind in its process group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         self._handle.close()
 
     def leftovers(self) -> list[int]:

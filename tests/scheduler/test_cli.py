@@ -273,9 +273,12 @@ def test_schedule_commands(gnomon, services, registry, name, workflow):
     assert name in gnomon("schedules").stdout
 
     assert gnomon("pause", name).exit_code == 0
-    assert [i for i in json.loads(gnomon("schedules", "--json").stdout) if i["name"] == name][0][
-        "next_run_at"
-    ] is None
+    assert (
+        next(i for i in json.loads(gnomon("schedules", "--json").stdout) if i["name"] == name)[
+            "next_run_at"
+        ]
+        is None
+    )
     unpaused = gnomon("unpause", name)
     assert unpaused.exit_code == 0
     assert "next run 20" in unpaused.stdout

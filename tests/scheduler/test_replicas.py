@@ -8,6 +8,7 @@ exactly one of them.
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 import uuid
 from datetime import timedelta
@@ -115,7 +116,7 @@ def two_replicas(ray_address, postgresql_url, blob_root, tmp_path, marks, env=No
         assert count(marks, "tick-" + tick.strftime("%Y-%m-%dT%H:%M:%SZ")) <= 1
     finished = [t for t in ticks if count(marks, "tick-" + t.strftime("%Y-%m-%dT%H:%M:%SZ"))]
     assert len(finished) >= 6
-    assert all(b - a == timedelta(seconds=1) for a, b in zip(ticks, ticks[1:], strict=False)), ticks
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(ticks)), ticks
     assert api.get_output(workflow_id) == "first+blocked+last"
     assert count(marks, "first") == 1
     assert count(marks, "last") == 1  # run by the one replica whose lease won
