@@ -1,0 +1,193 @@
+"""Concurrency pools on real Ray: a cluster-wide limit across workflows, taken from the
+tasks' own marks (their start and end times), never from Gnomon's rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import ray
+
+from executor import workflow as api
+from executor.status import TaskStatus
+from executor.store import Rate
+from tests.waiting import eventually
+
+
+@ray.remote
+def timed(marks: str, name: str, seconds: float) -> str:
+    """Leave ``marks/name``: when this run started and ended."""
+    started = time.time()
+    time.sleep(seconds)
+    Path(marks, name).write_text(f"{started} {time.time()}\n")
+    return name
+
+
+@ray.remote
+def gather(*names: str) -> list[str]:
+    return list(names)
+
+
+@ray.remote
+def until_go(marks: str, name: str) -> str:
+    """Hold a slot until the test leaves ``marks/go``."""
+    Path(marks, f"{name}.started").write_text(str(time.time()))
+    eventually(lambda: Path(marks, "go").exists(), timeout=60, what="go")
+    return name
+
+
+def spans(marks: Path) -> dict[str, tuple[float, float]]:
+    found = {}
+    for path in marks.iterdir():
+        if " " in (text := path.read_text().strip()):
+            start, end = map(float, text.split())
+            found[path.name] = (start, end)
+    return found
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = peak = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.fixture
+def pool(store) -> str:
+    name = f"pool-{uuid.uuid4().hex[:8]}"
+    store.set_pool(name, 3, None)
+    return name
+
+
+def in_pool(pool: str, **more):
+    return api.options(pool=pool, **more)
+
+
+def test_twenty_tasks_of_five_workflows_never_pass_three(workflow, pool, marks, workflow_id):
+    # Given five workflows of four tasks each, all in a pool of 3
+    refs = []
+    for w in range(5):
+        tasks = [
+            timed.options(**in_pool(pool)).bind(str(marks), f"w{w}-t{t}", 0.3) for t in range(4)
+        ]
+        refs.append(workflow.run_async(gather.bind(*tasks), workflow_id=f"{workflow_id}-{w}"))
+
+    # When they all run
+    results = ray.get(refs, timeout=120)
+
+    # Then every task ran once, and never more than three at a time
+    assert sorted(n for names in results for n in names) == sorted(
+        f"w{w}-t{t}" for w in range(5) for t in range(4)
+    )
+    found = spans(marks)
+    assert len(found) == 20
+    assert most_at_once(list(found.values())) == 3
+
+
+def test_a_task_waiting_for_a_slot_holds_no_cpu(workflow, store, pool, marks, workflow_id):
+    store.set_pool(pool, 1, None)
+    held = workflow.run_async(
+        until_go.options(**in_pool(pool)).bind(str(marks), "first"), workflow_id=f"{workflow_id}-a"
+    )
+    eventually(lambda: Path(marks, "first.started").exists(), what="the slot to be taken")
+    queued = workflow.run_async(
+        until_go.options(**in_pool(pool)).bind(str(marks), "second"), workflow_id=f"{workflow_id}-b"
+    )
+    task_id = f"{__name__}.until_go"
+    eventually(
+        lambda: store.get_task(f"{workflow_id}-b", task_id).status == TaskStatus.QUEUED,
+        what="the second task to queue",
+    )
+    # One CPU is held, by the first task only.
+    total = ray.cluster_resources()["CPU"]
+    eventually(lambda: ray.available_resources().get("CPU") == total - 1, what="CPUs")
+
+    Path(marks, "go").write_text("go")
+    assert ray.get([held, queued], timeout=60) == ["first", "second"]
+    second = store.get_task(f"{workflow_id}-b", task_id)
+    assert second.pool == pool
+    assert second.queued_s > 0
+
+
+def test_priority_orders_the_line(workflow, store, pool, marks, workflow_id):
+    # Given a pool of one held by a task, and four tasks queued behind it
+    store.set_pool(pool, 1, None)
+    blocker = workflow.run_async(
+        until_go.options(**in_pool(pool)).bind(str(marks), "blocker"), workflow_id=workflow_id
+    )
+    eventually(lambda: Path(marks, "blocker.started").exists(), what="the blocker")
+    refs = []
+    for name, priority in [("low", 0), ("high1", 5), ("mid", 1), ("high2", 5)]:
+        task = timed.options(**in_pool(pool, priority=priority)).bind(str(marks), name, 0.05)
+        wf = f"{workflow_id}-{name}"
+        refs.append(workflow.run_async(task, workflow_id=wf))
+        eventually(
+            lambda wf=wf: store.get_task(wf, f"{__name__}.timed").status == TaskStatus.QUEUED,
+            what=f"{name} to queue",
+        )
+
+    # When the blocker lets go
+    Path(marks, "go").write_text("go")
+    ray.get([blocker, *refs], timeout=60)
+
+    # Then they ran highest priority first, first come first within one
+    found = spans(marks)
+    assert sorted(found, key=lambda name: found[name][0]) == ["high1", "high2", "mid", "low"]
+
+
+@ray.remote(max_retries=0)
+def dies_holding_a_slot(marks: str) -> None:
+    Path(marks, "victim.started").write_text(str(time.time()))
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_workers_slot_comes_back(workflow, store, pool, marks, workflow_id):
+    # Given a pool of one whose only slot is held by a task whose worker is killed
+    store.set_pool(pool, 1, None)
+    victim = workflow.run_async(
+        dies_holding_a_slot.options(**in_pool(pool)).bind(str(marks)), workflow_id=workflow_id
+    )
+    eventually(lambda: Path(marks, "victim.started").exists(), what="the victim to start")
+    waiting = workflow.run_async(
+        timed.options(**in_pool(pool)).bind(str(marks), "next", 0.0),
+        workflow_id=f"{workflow_id}-next",
+    )
+    with pytest.raises(api.WorkflowExecutionError):
+        ray.get(victim, timeout=60)
+
+    # Then the next task gets the slot well within the lease's 30 s
+    started = time.time()
+    assert ray.get(waiting, timeout=20) == "next"
+    assert time.time() - started < 10
+    eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
+
+
+def test_a_rate_of_five_a_second_holds_over_ten_seconds(workflow, store, pool, marks, workflow_id):
+    # Given a wide pool limited to 5 starts a second, and 55 tasks
+    store.set_pool(pool, 100, Rate(limit=5, period_s=1.0))
+    tasks = [timed.options(**in_pool(pool)).bind(str(marks), f"t{i}", 0.0) for i in range(55)]
+
+    # When they run
+    workflow.run(gather.bind(*tasks), workflow_id=workflow_id)
+
+    # Then no second (less the tasks' own start-up jitter) saw more than 5 starts, and
+    # the first 10 s saw about 50
+    starts = sorted(start for start, _ in spans(marks).values())
+    assert len(starts) == 55
+    in_window = max(sum(1 for t in starts if s <= t < s + 0.9) for s in starts)
+    assert in_window <= 5
+    first_ten = sum(1 for t in starts if t < starts[0] + 10)
+    assert 40 <= first_ten <= 51
+
+
+def test_a_pool_nobody_created_is_refused_at_submission(workflow, workflow_id):
+    task = timed.options(**in_pool("nobody-made-" + workflow_id)).bind("/tmp", "x", 0)
+    with pytest.raises(api.PoolNotFoundError, match="gnomon pool set"):
+        workflow.run(task, workflow_id=workflow_id)
