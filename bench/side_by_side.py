@@ -111,17 +111,17 @@ def run_load(database_url: str | None, start_at: float, seconds: float) -> None:
     ray.shutdown()
 
 
-def compare(trees: list[str], database_url: str | None, seconds: float, rounds: int) -> None:
+def compare(trees: list[str], database_urls: list[str], seconds: float, rounds: int) -> None:
     script = os.path.abspath(__file__)
     totals: dict[str, list[float]] = {tree: [] for tree in trees}
     for number in range(1, rounds + 1):
         start_at = time.time() + WARM_UP
         command = [sys.executable, script, "--load", str(start_at), "--seconds", str(seconds)]
-        if database_url:
-            command += ["--database-url", database_url]
+        given = database_urls * 2 if len(database_urls) == 1 else database_urls
+        urls = dict(zip(trees, given, strict=False))
         children = {
             tree: subprocess.Popen(
-                command,
+                command + (["--database-url", urls[tree]] if tree in urls else []),
                 cwd=tree,
                 env={**os.environ, "PYTHONPATH": tree},
                 stdout=subprocess.PIPE,
@@ -154,13 +154,18 @@ def compare(trees: list[str], database_url: str | None, seconds: float, rounds: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trees", nargs="*", help="OLD_TREE NEW_TREE")
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--database-url",
+        action="append",
+        default=[],
+        help="once for both trees, or twice (OLD's, then NEW's) when their schemas differ",
+    )
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--load", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load is not None:
-        run_load(args.database_url, args.load, args.seconds)
+        run_load(args.database_url[0] if args.database_url else None, args.load, args.seconds)
         return
     if len(args.trees) != 2:
         parser.error("give two checkouts: OLD_TREE NEW_TREE")

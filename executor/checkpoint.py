@@ -114,6 +114,17 @@ def make_checkpoint(
     return Checkpoint(kind=kind, data=data, blob=None, size=len(data))
 
 
+def copy_checkpoint(
+    checkpoint: Checkpoint, blobs: BlobStore, workflow_id: str, task_id: str
+) -> Checkpoint:
+    """A checkpoint for another workflow (a fork): a blob gets a copy of its own, so
+    deleting either workflow leaves the other's intact."""
+    if checkpoint.blob is None:
+        return checkpoint
+    url = blobs.put(workflow_id, task_id, blobs.get(checkpoint.blob))
+    return Checkpoint(kind=checkpoint.kind, data=None, blob=url, size=checkpoint.size)
+
+
 def read_checkpoint(checkpoint: Checkpoint, blobs: BlobStore) -> Any:
     data = checkpoint.data if checkpoint.blob is None else blobs.get(checkpoint.blob)
     assert data is not None

@@ -64,6 +64,8 @@ class Graph:
     output: str
     #: function key -> cloudpickled function; each function is pickled once.
     functions: dict[str, bytes] = field(default_factory=dict)
+    #: Workflow options every task takes unless it gives its own (``split_options``).
+    defaults: tuple[tuple[str, Any], ...] = ()
 
 
 #: The kind of the task ``catching`` adds.
@@ -91,7 +93,12 @@ def catching(graph: Graph, task_id: str) -> Graph:
         kind=CATCH,
         nested=(graph.output,),
     )
-    return Graph(tasks={**graph.tasks, task_id: spec}, output=task_id, functions=graph.functions)
+    return Graph(
+        tasks={**graph.tasks, task_id: spec},
+        output=task_id,
+        functions=graph.functions,
+        defaults=graph.defaults,
+    )
 
 
 _STDLIB = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
@@ -225,11 +232,13 @@ def build_graph(
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
     reserve: Reserve | None = None,
+    defaults: tuple[tuple[str, Any], ...] = (),
 ) -> Graph:
     """Turn a DAG whose output is a ``FunctionNode`` into a ``Graph``.
 
     Task ids are numbered per base from 0 in a new workflow; a continuation's graph is
     numbered on from the ids its workflow has used, which ``reserve`` hands out.
+    ``defaults`` are workflow options each task takes unless it gives its own.
     Raises ``InvalidTypeError`` for a DAG that is not one of remote functions, and for
     arguments that do not fit a function's signature, before anything is stored.
     """
@@ -253,10 +262,12 @@ def build_graph(
     functions: dict[str, bytes] = {}
     ids: dict[int, str] = {}
     for node, base in zip(order, bases, strict=True):
-        spec = _task_spec(node, namer.name(base), ids, functions, args, kwargs)
+        spec = _task_spec(node, namer.name(base), ids, functions, args, kwargs, dict(defaults))
         ids[id(node)] = spec.task_id
         graph_tasks[spec.task_id] = spec
-    return Graph(tasks=graph_tasks, output=ids[id(dag)], functions=functions)
+    return Graph(
+        tasks=graph_tasks, output=ids[id(dag)], functions=functions, defaults=tuple(defaults)
+    )
 
 
 def _post_order(dag: FunctionNode) -> list[FunctionNode]:
@@ -299,10 +310,14 @@ def _task_spec(
     functions: dict[str, bytes],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    defaults: dict[str, Any],
 ) -> TaskSpec:
-    task_options, ray_options = split_options(node._bound_options)
     func = node._body
     kind = getattr(func, "__gnomon_kind__", "function")
+    # Defaults are for the workflow's own functions, not for waits.
+    task_options, ray_options = split_options(
+        node._bound_options, defaults if kind == "function" else None
+    )
     name = getattr(func, "__gnomon_name__", None) or function_name(func)
     if kind == "function":
         _check_signature(func, name, node._bound_args, node._bound_kwargs)

@@ -91,6 +91,16 @@ class TaskCrashedError(WorkflowError):
         self.task_id = task_id
 
 
+class WorkflowNotRetryableError(WorkflowError):
+    """A retry, clear or fork cannot run the workflow again as asked (it is not a
+    registered one, its registration is gone, or its current code contradicts a
+    checkpoint); the reason names the first problem."""
+
+    def __init__(self, workflow_id: str, why: str) -> None:
+        super().__init__(f"Workflow {workflow_id!r} cannot run again: {why}")
+        self.workflow_id = workflow_id
+
+
 class CheckpointError(WorkflowError):
     """A task's output could not be made durable (unpicklable, blob store unwritable)."""
 
@@ -147,6 +157,33 @@ class WorkflowQueueFullError(WorkflowError, queue.Full):
 
     def __init__(self) -> None:
         super().__init__("Workflow queue has been full")
+
+
+class TaskTimeoutError(WorkflowError, TimeoutError):
+    """A task ran past its ``timeout_s`` and was stopped. A ``TimeoutError`` (so an
+    ``OSError``): a retry policy ``on=(IOError,)`` retries it, as it would a hung call."""
+
+    def __init__(self, task_id: str, timeout_s: float, how: str = "") -> None:
+        detail = f"; {how}" if how else ""
+        super().__init__(f"Task {task_id!r} ran past its timeout of {timeout_s:g} s{detail}")
+        self.task_id = task_id
+        self.timeout_s = timeout_s
+
+
+class WorkflowTimeoutError(WorkflowExecutionError):
+    """A run ran past its own ``timeout_s``: its tasks were stopped and it is FAILED."""
+
+    def __init__(self, workflow_id: str, timeout_s: float) -> None:
+        super().__init__(workflow_id, f"it ran past its timeout of {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
+class PoolNotFoundError(InvalidInputError):
+    """A task names a concurrency pool nobody created (``gnomon pool set``)."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__(f"No pool {pool!r}; create it with `gnomon pool set {pool} --slots N`")
+        self.pool = pool
 
 
 class DatabaseError(WorkflowError):

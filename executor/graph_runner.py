@@ -11,6 +11,7 @@ task that runs chains, and the manager actor runs waits.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import ray
@@ -20,7 +21,7 @@ from executor.config import StoreConfig, handles
 from executor.dag import Graph, TaskSpec, Upstream
 from executor.stages import NOT_RECORDED, Call, Continued, Stage, TaskContext
 from executor.status import TaskStatus
-from executor.store import NewTask, TaskRecord
+from executor.store import Checkpoint, NewTask, TaskRecord
 
 #: Functions larger than this travel as one shared object instead of inline per task.
 _INLINE_FUNCTION_BYTES = 64 * 1024
@@ -34,6 +35,7 @@ def new_task_rows(graph: Graph, parent_task_id: str | None = None) -> list[NewTa
             upstream=spec.upstream,
             user_metadata=spec.options.user_metadata,
             parent_task_id=parent_task_id,
+            pool=spec.options.pool,
         )
         for spec in graph.tasks.values()
     ]
@@ -42,11 +44,25 @@ def new_task_rows(graph: Graph, parent_task_id: str | None = None) -> list[NewTa
 class Launcher(Protocol):
     """How a runner puts work on the cluster."""
 
-    def chain(self, stages: tuple[Stage, ...], calls: list[Call]) -> ray.ObjectRef:
-        """Submit a chain of tasks as one Ray call; its ref is the last task's output."""
+    def chain(
+        self, stages: tuple[Stage, ...], calls: list[Call], gate: Any = None
+    ) -> ray.ObjectRef:
+        """Submit a chain of tasks as one Ray call; its ref is the last task's output. A
+        gated chain (``Stage.gated``) runs once ``gate`` resolves."""
 
     def wait(self, ctx: TaskContext, kind: str, args: tuple[Any, ...]) -> ray.ObjectRef:
         """Submit a ``sleep`` or ``wait_for_event`` task (``kind``); its ref is its output."""
+
+    def backoff(self, ctx: TaskContext, wake_at: float) -> ray.ObjectRef:
+        """Wait, holding no CPU, until a retrying task's next attempt may start; the
+        ref resolves then."""
+
+
+@dataclass(frozen=True)
+class Inline:
+    """A finished task's value, passed to the tasks that take it as it is, not as a ref."""
+
+    value: Any
 
 
 class GraphRunner:
@@ -63,6 +79,10 @@ class GraphRunner:
         #: Recorded task state on a resume; None for a fresh run (nothing is done yet).
         self.state = state
         self._functions: dict[str, Any] = {}
+        #: Checkpoints read ahead for the finished tasks about to stand in (``_prefetch``).
+        self._checkpoints: dict[str, Checkpoint] = {}
+        #: Tasks whose values the tasks being submitted take nested in an argument.
+        self._nested: set[str] = set()
         #: The tasks this runner submitted, each with its upstream tasks' refs, so a
         #: cancel can stop them (see ``cancelable``).
         #: The tasks this runner submitted: (ref, its upstream tasks' refs, whether it is a
@@ -71,15 +91,40 @@ class GraphRunner:
 
     def submit(self, graph: Graph, completes: tuple[str, ...] = ()) -> Any:
         """Submit what the graph's output still needs; return the output's ref."""
-        refs: dict[str, Any] = {}
-        for chain in self._chains(graph):
-            last = chain[-1][0]
-            own_completes = completes if last == graph.output else ()
-            refs[last] = self._submit_chain(graph, chain, refs, own_completes)
-        return refs[graph.output]
+        return self._submit(graph, self._needed(graph, [graph.output]), completes)[graph.output]
 
-    def _chains(self, graph: Graph) -> list[list[tuple[str, int | str | None]]]:
-        """The needed tasks, topologically ordered, cut into chains of one Ray call each:
+    def submit_detached(self, graph: Graph) -> list[Any]:
+        """Submit the tasks to run that the output does not wait for (a task cleared
+        without its downstream: what depends on it kept its checkpoint); return their
+        refs, for the run to end only after them."""
+        if self.state is None:
+            return []
+        needed = set(self._needed(graph, [graph.output]))
+        detached = [t for t in graph.tasks if t not in needed and t in self.state and self._runs(t)]
+        if not detached:
+            return []
+        refs = self._submit(graph, self._needed(graph, detached), ())
+        return [ref for task_id, ref in refs.items() if self._runs(task_id)]
+
+    def _submit(
+        self, graph: Graph, needed: list[str], completes: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """Submit ``needed`` in chains; the ref of each chain, by its last task."""
+        self._prefetch(needed)
+        outer = self._nested  # a stored continuation's graph is submitted within
+        self._nested = {u for task_id in needed for u in graph.tasks[task_id].nested}
+        refs: dict[str, Any] = {}
+        try:
+            for chain in self._chains(graph, needed):
+                last = chain[-1][0]
+                own_completes = completes if last == graph.output else ()
+                refs[last] = self._submit_chain(graph, chain, refs, own_completes)
+        finally:
+            self._nested = outer
+        return refs
+
+    def _chains(self, graph: Graph, needed: list[str]) -> list[list[tuple[str, int | str | None]]]:
+        """The ``needed`` tasks (topologically ordered), cut into chains of one Ray call each:
         each task with where it takes its upstream's output in the chain (None first).
 
         A task joins its upstream's chain when it is that upstream's only consumer, takes
@@ -87,7 +132,6 @@ class GraphRunner:
         own: it would only wait for the upstream, and Ray would run it by its data.
         Chaining spares a Ray call per task.
         """
-        needed = self._needed(graph)
         consumers = Counter(u for task_id in needed for u in set(graph.tasks[task_id].upstream))
         chains: list[list[tuple[str, int | str | None]]] = []
         chain_of: dict[str, list[tuple[str, int | str | None]]] = {}
@@ -122,6 +166,8 @@ class GraphRunner:
             and "scheduling_strategy" not in spec.ray_options
             and self._runs(upstream.task_id)
             and self._runs(spec.task_id)
+            # A task waiting out a retry's backoff heads a call that waits for it.
+            and self._backoff(spec.task_id) is None
         ):
             return None
         return _slot(spec, upstream.task_id)
@@ -140,12 +186,12 @@ class GraphRunner:
             and record.output_task_id is not None
         )
 
-    def _needed(self, graph: Graph) -> list[str]:
-        """Topologically ordered tasks the output depends on, stopping at checkpoints."""
+    def _needed(self, graph: Graph, targets: list[str]) -> list[str]:
+        """Topologically ordered tasks the targets depend on, stopping at checkpoints."""
         if self.state is None:
             return list(graph.tasks)
-        needed = {graph.output}
-        frontier = [graph.output]
+        needed = set(targets)
+        frontier = list(targets)
         while frontier:
             task_id = frontier.pop()
             if self._is_done(task_id) or self._continued(task_id):
@@ -160,6 +206,26 @@ class GraphRunner:
         record = self._record(task_id)
         return record is not None and record.status == TaskStatus.CONTINUED
 
+    def _backoff(self, task_id: str) -> TaskRecord | None:
+        """The record of a task that was waiting out a retry's backoff, if it was."""
+        record = self._record(task_id)
+        if record is None or record.status != TaskStatus.RETRYING or record.wake_at is None:
+            return None
+        return record
+
+    def _prefetch(self, needed: list[str]) -> None:
+        """Read the checkpoints the needed finished tasks stand in with, in one query."""
+        if self.state is None:
+            return
+        wanted = []
+        for task_id in needed:
+            record = self._record(task_id)
+            if self._is_done(task_id) and record is not None and record.output_task_id:
+                wanted.append(record.output_task_id)
+        if wanted:
+            store = handles(self.config).store
+            self._checkpoints.update(store.load_checkpoints(self.workflow_id, wanted))
+
     def standin(self, task_id: str, completes: tuple[str, ...]) -> Any:
         """What a recorded task stands in with instead of running: its checkpointed
         value, or (as ``Continued``) its stored continuation, submitted; else
@@ -169,7 +235,9 @@ class GraphRunner:
             record = self._record(task_id)
             assert record is not None
             assert record.output_task_id is not None
-            checkpoint = store.load_checkpoint(self.workflow_id, record.output_task_id)
+            checkpoint = self._checkpoints.pop(record.output_task_id, None)
+            if checkpoint is None:
+                checkpoint = store.load_checkpoint(self.workflow_id, record.output_task_id)
             if checkpoint is not None:
                 return read_checkpoint(checkpoint, blobs)
         if self._continued(task_id):
@@ -192,14 +260,22 @@ class GraphRunner:
             if isinstance(standin, Continued):
                 return standin.ref
             if standin is not NOT_RECORDED:
-                return ray.put(standin)
+                # Taken whole as an argument, a value goes inline with each call that
+                # takes it (Ray stores a large one itself); the output, and a value
+                # nested in another argument, must be a ref.
+                if head.task_id == graph.output or head.task_id in self._nested:
+                    return ray.put(standin)
+                return Inline(standin)
 
         chained = {task_id for task_id, _ in chain}
 
         def fill(value: Any) -> Any:
             if isinstance(value, Upstream):
                 # A task in this chain has no ref: the next stage's slot takes its value.
-                return None if value.task_id in chained else refs[value.task_id]
+                if value.task_id in chained:
+                    return None
+                found = refs[value.task_id]
+                return found.value if isinstance(found, Inline) else found
             if isinstance(value, list):
                 return [fill(x) for x in value]
             if isinstance(value, tuple):
@@ -220,9 +296,12 @@ class GraphRunner:
                 ray_options=spec.ray_options,
                 completes=completes if task_id == chain[-1][0] else (),
                 graph_output=task_id == graph.output,
+                defaults=graph.defaults,
             )
 
-        upstream_refs = [refs[u] for u in head.upstream if u in refs]
+        upstream_refs = [
+            refs[u] for u in head.upstream if u in refs and not isinstance(refs[u], Inline)
+        ]
         if head.kind != "function":
             # Waits are coroutines in the manager actor: they hold no CPU slot.
             ref = self.launcher.wait(context(head.task_id), head.kind, fill(head.args))
@@ -245,7 +324,17 @@ class GraphRunner:
             )
             function = self._function(graph, spec.function_key)
             calls.append((function, fill(spec.args), kwargs, deps))
-        ref = self.launcher.chain(tuple(stages), calls)
+        gate = None
+        retrying = self._backoff(head.task_id)
+        if retrying is not None:
+            # Resumed during a retry's backoff: it waits only what is left, and its
+            # attempts go on from those that failed.
+            assert retrying.wake_at is not None
+            gate = self.launcher.backoff(stages[0].ctx, retrying.wake_at)
+            stages[0] = replace(
+                stages[0], attempts=max((retrying.next_attempt or 1) - 1, 0), gated=True
+            )
+        ref = self.launcher.chain(tuple(stages), calls, gate)
         self.submitted.append((ref, upstream_refs, True))
         return ref
 

@@ -28,11 +28,13 @@ from executor.errors import (
     WorkflowError,
     WorkflowExecutionError,
     WorkflowNotResumableError,
+    WorkflowTimeoutError,
     one_line,
 )
 from executor.events import SUSPEND_AFTER, HTTPListener, WorkflowSuspended, mailbox_key
 from executor.graph_runner import GraphRunner
 from executor.outputs import NOT_YET, stored_output
+from executor.pools import POOL_LEASE_TTL
 from executor.stages import Continued, FinalOutput, TaskContext
 from executor.status import WorkflowStatus
 from executor.store import LEASE_TTL, Admission, Checkpoint, QueueLimits, owner_id
@@ -80,6 +82,10 @@ class WorkflowManager:
         self._canceled: dict[str, None] = {}
         self._outcomes = _Outcomes(config, self.owner)
         self._queue = _Admissions(config, self.owner)
+        self._slots = _Slots(config, self.owner)
+        #: workflow_id -> its tasks' waits here for a pool slot or a retry's backoff,
+        #: stopped when the workflow is canceled or ends.
+        self._parked: dict[str, set[asyncio.Task[Any]]] = {}
 
     @_retried_after_restart
     async def owner_id(self) -> str:
@@ -87,19 +93,30 @@ class WorkflowManager:
 
     @_retried_after_restart
     async def run(
-        self, workflow_id: str, graph: bytes | None, fresh: bool, leased_to: str | None = None
+        self,
+        workflow_id: str,
+        graph: bytes | None,
+        fresh: bool,
+        leased_to: str | None = None,
+        timeout_s: float | None = None,
     ) -> Any:
         """Execute (or join the execution of) a workflow and return its output.
 
         ``leased_to`` is the owner the submitter created the workflow for; if that is this
         manager, the lease is already held and needs no second write. Run again on a
         restarted manager (a new owner), the call takes the workflow over and resumes it.
+        ``timeout_s`` is the run's own (read from its row when ``graph`` is None).
         """
-        execution = await self.start(workflow_id, graph, fresh, leased_to)
+        execution = await self.start(workflow_id, graph, fresh, leased_to, timeout_s)
         return await asyncio.shield(execution)
 
     async def start(
-        self, workflow_id: str, graph: bytes | None, fresh: bool, leased_to: str | None = None
+        self,
+        workflow_id: str,
+        graph: bytes | None,
+        fresh: bool,
+        leased_to: str | None = None,
+        timeout_s: float | None = None,
     ) -> asyncio.Task:
         self._ensure_heartbeat()
         execution = self.executions.get(workflow_id)
@@ -119,9 +136,11 @@ class WorkflowManager:
         # finished tasks (a call run again after a restart, most of all).
         fresh = fresh and leased_to == self.owner
         if admission == Admission.QUEUED:
-            execution = asyncio.create_task(self._execute_when_admitted(workflow_id, graph, fresh))
+            execution = asyncio.create_task(
+                self._execute_when_admitted(workflow_id, graph, fresh, timeout_s)
+            )
         else:
-            execution = asyncio.create_task(self._execute(workflow_id, graph, fresh))
+            execution = asyncio.create_task(self._execute(workflow_id, graph, fresh, timeout_s))
         self.executions[workflow_id] = execution
         execution.add_done_callback(lambda _: self._forget(workflow_id))
         return execution
@@ -159,9 +178,10 @@ class WorkflowManager:
         self.executions.pop(workflow_id, None)
         self.runners.pop(workflow_id, None)
         self._queue.slot_freed()
+        self._unpark(workflow_id)
 
     async def _execute_when_admitted(
-        self, workflow_id: str, graph_data: bytes | None, fresh: bool
+        self, workflow_id: str, graph_data: bytes | None, fresh: bool, timeout_s: float | None
     ) -> Any:
         """Wait in the workflow queue (PENDING, no CPU) for a running slot, then run."""
         try:
@@ -170,7 +190,7 @@ class WorkflowManager:
             store = handles(self.config).store
             await asyncio.to_thread(store.finish, workflow_id, self.owner, WorkflowStatus.CANCELED)
             raise WorkflowCancellationError(workflow_id) from None
-        return await self._execute(workflow_id, graph_data, fresh)
+        return await self._execute(workflow_id, graph_data, fresh, timeout_s)
 
     async def running(self) -> list[str]:
         return list(self.executions)
@@ -186,6 +206,7 @@ class WorkflowManager:
         runner = self.runners.get(workflow_id)
         if runner is not None:
             _cancel(runner.cancelable())
+        self._unpark(workflow_id)
         execution.cancel()
         with contextlib.suppress(asyncio.CancelledError, WorkflowError):
             await execution
@@ -202,12 +223,21 @@ class WorkflowManager:
         await asyncio.to_thread(store.tasks_canceled, workflow_id)
         return True
 
-    async def _execute(self, workflow_id: str, graph_data: bytes | None, fresh: bool) -> Any:
+    async def _execute(
+        self,
+        workflow_id: str,
+        graph_data: bytes | None,
+        fresh: bool,
+        timeout_s: float | None = None,
+    ) -> Any:
         store, blobs = handles(self.config)
+        started = time.time()
         try:
             if graph_data is None:
                 data, blob = await asyncio.to_thread(store.load_graph, workflow_id)
                 graph_data = data if blob is None else blobs.get(blob)
+            if graph_data is None or not fresh:  # the run's own timeout, as stored
+                timeout_s = (await asyncio.to_thread(store.get_workflow, workflow_id)).timeout_s
             assert graph_data is not None
             graph: Graph = loads(graph_data)
             state = None
@@ -220,8 +250,13 @@ class WorkflowManager:
                 # A fresh run reads nothing: submitting is quick, non-blocking Ray calls.
                 output = runner.submit(graph)
             else:  # a resume reads checkpoints from the database
+                detached = await asyncio.to_thread(runner.submit_detached, graph)
+                for ref in detached:
+                    await self._follow_within(workflow_id, ref, started, timeout_s)
                 output = await asyncio.to_thread(runner.submit, graph)
-            value = await _follow(output)
+            value = await self._follow_within(workflow_id, output, started, timeout_s)
+        except WorkflowTimeoutError:
+            raise
         except asyncio.CancelledError:
             await asyncio.to_thread(store.finish, workflow_id, self.owner, WorkflowStatus.CANCELED)
             raise WorkflowCancellationError(workflow_id) from None
@@ -248,6 +283,40 @@ class WorkflowManager:
         await self._outcomes.record(workflow_id, WorkflowStatus.SUCCESSFUL, preview(value))
         return value
 
+    async def _follow_within(
+        self, workflow_id: str, output: Any, started: float, timeout_s: float | None
+    ) -> Any:
+        """The output behind ``output``; past ``timeout_s`` from ``started``, the run is
+        stopped and FAILED (``WorkflowTimeoutError``)."""
+        if timeout_s is None:
+            return await _follow(output)
+        following = asyncio.ensure_future(_follow(output))
+        try:
+            done, _ = await asyncio.wait({following}, timeout=started + timeout_s - time.time())
+        except asyncio.CancelledError:
+            following.cancel()
+            raise
+        if done:
+            return following.result()
+        following.cancel()
+        await self._stop(workflow_id)
+        error = WorkflowTimeoutError(workflow_id, timeout_s)
+        await self._outcomes.record(workflow_id, WorkflowStatus.FAILED, None, error.message)
+        raise error
+
+    async def _stop(self, workflow_id: str) -> None:
+        """Stop the workflow's tasks and waits here, and mark its unfinished tasks
+        CANCELED."""
+        runner = self.runners.get(workflow_id)
+        if runner is not None:
+            _cancel(runner.cancelable())
+            asyncio.get_running_loop().call_later(
+                _SECOND_CANCEL_AFTER, lambda: _cancel(runner.cancelable())
+            )
+        self._unpark(workflow_id)
+        store = handles(self.config).store
+        await asyncio.to_thread(store.tasks_canceled, workflow_id)
+
     async def _suspend(self, workflow_id: str, wake_at: float) -> Any:
         """Park the workflow in the database; if this manager is still alive at
         ``wake_at`` it resumes the workflow itself (the scheduler would otherwise)."""
@@ -258,6 +327,45 @@ class WorkflowManager:
         if await asyncio.to_thread(store.acquire, workflow_id, self.owner):
             return await self._execute(workflow_id, None, False)
         return await self.output(workflow_id)
+
+    # ------------------------------------------------------- pool slots, backoffs
+
+    async def slot(self, ctx: TaskContext) -> None:
+        """Wait, holding no CPU, until the task is granted a slot of its pool; the
+        worker then runs it (``worker.run_task``)."""
+        await self._park(ctx.workflow_id, self._slots.wait(ctx))
+
+    async def slot_freed(self, pool: str) -> None:
+        """A worker gave a slot of ``pool`` back while tasks wait for one: grant it now."""
+        self._slots.freed(pool)
+
+    async def backoff(self, ctx: TaskContext, wake_at: float) -> None:
+        """Wait, holding no CPU, until a retrying task's next attempt may start (its
+        ``wake_at`` is recorded already). A long one suspends the workflow, as a long
+        ``sleep`` does."""
+        remaining = wake_at - time.time()
+        if remaining > SUSPEND_AFTER:
+            raise WorkflowSuspended(ctx.workflow_id, wake_at)
+        await self._park(ctx.workflow_id, asyncio.sleep(max(0.0, remaining)))
+
+    async def _park(self, workflow_id: str, waiting: Any) -> Any:
+        wait = asyncio.ensure_future(waiting)
+        self._parked.setdefault(workflow_id, set()).add(wait)
+        try:
+            return await wait
+        except asyncio.CancelledError:
+            # The gated call then fails with this instead of running.
+            raise WorkflowCancellationError(workflow_id) from None
+        finally:
+            parked = self._parked.get(workflow_id)
+            if parked is not None:
+                parked.discard(wait)
+                if not parked:
+                    del self._parked[workflow_id]
+
+    def _unpark(self, workflow_id: str) -> None:
+        for wait in self._parked.pop(workflow_id, set()):
+            wait.cancel()
 
     # ------------------------------------------------------------------ waits
 
@@ -394,7 +502,7 @@ class WorkflowManager:
 
     async def _beat(self) -> None:
         while True:
-            await asyncio.sleep(max(LEASE_TTL / 3, 0.2))
+            await asyncio.sleep(max(min(LEASE_TTL, POOL_LEASE_TTL) / 3, 0.2))
             try:
                 await self.check_leases()
             except Exception:  # the database may be restarting; the next beat retries
@@ -408,6 +516,8 @@ class WorkflowManager:
             return
         store = handles(self.config).store
         await asyncio.to_thread(store.renew, self.owner, owned)
+        # Places in pools' lines, and slots granted to tasks that have not started yet.
+        await asyncio.to_thread(store.renew_slots, self.owner, POOL_LEASE_TTL)
         current = await asyncio.to_thread(store.owners, owned)
         for workflow_id, (status, owner) in current.items():
             if _lost(WorkflowStatus(status), owner, self.owner) and workflow_id in self.executions:
@@ -501,6 +611,89 @@ class _Admissions:
                     waiter.set_result(None)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=QUEUE_POLL)
+
+
+#: Seconds between looks at a pool's line while this manager has tasks waiting in it:
+#: slots freed by processes that could not reach it are seen this late at most.
+POOL_POLL = 1.0
+
+
+class _Slots:
+    """This manager's tasks waiting for pool slots, and their grants.
+
+    The lines live in the database, so a pool's limits hold across every process on it.
+    A worker that gives a slot back while tasks wait wakes the manager (``freed``); it
+    also looks every ``POOL_POLL`` seconds, and when a rate-limited pool's next start is
+    due.
+    """
+
+    def __init__(self, config: StoreConfig, owner: str) -> None:
+        self.config = config
+        self.owner = owner
+        #: pool -> (workflow_id, task_id) -> its grant.
+        self._waiting: dict[str, dict[tuple[str, str], asyncio.Future[None]]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._granters: dict[str, asyncio.Task[None]] = {}
+
+    async def wait(self, ctx: TaskContext) -> None:
+        pool = ctx.options.pool
+        assert pool is not None
+        store = handles(self.config).store
+        key = (ctx.workflow_id, ctx.task_id)
+        if await asyncio.to_thread(
+            store.queue_for_slot,
+            pool,
+            *key,
+            ctx.options.priority,
+            self.owner,
+            POOL_LEASE_TTL,
+        ):
+            return  # granted already (a call run again)
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(pool, {})[key] = granted
+        self.freed(pool)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            # Its place in line, or the slot granted meanwhile, goes back.
+            await asyncio.to_thread(store.release_slot, pool, *key)
+            raise
+        finally:
+            waiting = self._waiting.get(pool, {})
+            waiting.pop(key, None)
+            if not waiting:
+                self._waiting.pop(pool, None)
+
+    def freed(self, pool: str) -> None:
+        self._wake.setdefault(pool, asyncio.Event()).set()
+        granter = self._granters.get(pool)
+        if self._waiting.get(pool) and (granter is None or granter.done()):
+            self._granters[pool] = asyncio.create_task(self._grant(pool))
+
+    async def _grant(self, pool: str) -> None:
+        store = handles(self.config).store
+        wake = self._wake.setdefault(pool, asyncio.Event())
+        while self._waiting.get(pool):
+            wake.clear()
+            next_start = None
+            try:
+                granted, next_start = await asyncio.to_thread(
+                    store.grant_slots, pool, self.owner, POOL_LEASE_TTL
+                )
+            except Exception:  # the database may be restarting; look again next poll
+                log.exception("pool %s: granting slots failed", pool)
+                granted = []
+            for key in granted:
+                waiter = self._waiting.get(pool, {}).get(key)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+                else:  # its wait ended meanwhile: the slot goes back
+                    await asyncio.to_thread(store.release_slot, pool, *key)
+            pause = POOL_POLL
+            if next_start is not None:
+                pause = min(pause, max(next_start - time.time(), 0.001))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=pause)
 
 
 class _Outcomes:

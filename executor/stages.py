@@ -36,6 +36,9 @@ class TaskContext:
     #: Whether this is its graph's output: only such a task's finish can complete the
     #: workflow (a continuation's output completes the task that returned it, and so on).
     graph_output: bool = True
+    #: Workflow options its workflow gives every task that does not say otherwise (a
+    #: registered workflow's ``pool`` and ``priority``); its continuations take them too.
+    defaults: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,12 @@ class Stage:
     #: How many refs of upstream outputs found inside container arguments follow the
     #: arguments, so Ray waits for them too (``Call``'s ``deps``).
     n_deps: int = 0
+    #: Attempts of this task that failed already: a call submitted again after a retry's
+    #: backoff goes on counting from them.
+    attempts: int = 0
+    #: Whether the call's flat arguments start with a gate: a ref Ray must resolve
+    #: before the call runs (a retry's backoff, a pool slot granted), then ignored.
+    gated: bool = False
 
 
 #: An upstream output found inside a container argument: (what Ray hands the task at
@@ -139,10 +148,10 @@ def unpack(packed: bytes) -> tuple[Stage, ...]:
     return stages
 
 
-def flatten(stages: tuple[Stage, ...], calls: list[Call]) -> list[Any]:
+def flatten(stages: tuple[Stage, ...], calls: list[Call], gate: Any = None) -> list[Any]:
     """Each stage's function and arguments in one list, so Ray resolves the ObjectRefs
-    among them; ``unflatten`` reverses it."""
-    flat: list[Any] = []
+    among them (after the ``gate``, for a gated chain); ``unflatten`` reverses it."""
+    flat: list[Any] = [gate] if stages[0].gated else []
     for stage, (function, args, kwargs, deps) in zip(stages, calls, strict=True):
         flat.append(function)
         flat.extend(args)
@@ -155,7 +164,7 @@ def flatten(stages: tuple[Stage, ...], calls: list[Call]) -> list[Any]:
 
 def unflatten(stages: tuple[Stage, ...], flat: tuple[Any, ...]) -> list[Call]:
     calls = []
-    at = 0
+    at = 1 if stages[0].gated else 0
     for stage in stages:
         function = flat[at]
         args = flat[at + 1 : at + 1 + stage.n_args]

@@ -28,6 +28,10 @@ class TaskStatus(str, Enum):
     CONTINUED = "CONTINUED"
     #: Suspended in ``sleep`` or ``wait_for_event``.
     WAITING = "WAITING"
+    #: Waiting for a slot of its concurrency pool (no CPU held).
+    QUEUED = "QUEUED"
+    #: Failed an attempt; waiting out its retry backoff (no CPU held) before the next.
+    RETRYING = "RETRYING"
     SUCCESSFUL = "SUCCESSFUL"
     FAILED = "FAILED"
     CANCELED = "CANCELED"

@@ -14,10 +14,11 @@ worker, so continuations hold no CPU while they wait.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
@@ -30,6 +31,7 @@ from executor.dag import build_graph, catching
 from executor.errors import (
     CheckpointError,
     TaskCrashedError,
+    TaskTimeoutError,
     WorkflowCancellationError,
     WorkflowError,
 )
@@ -37,6 +39,7 @@ from executor.graph_runner import GraphRunner, new_task_rows
 from executor.logs import AttemptLog, capture
 from executor.notices import NOTICES
 from executor.options import TaskOptions
+from executor.pools import HELD, POOL_LEASE_TTL
 from executor.stages import (
     NOT_RECORDED,
     Call,
@@ -54,7 +57,13 @@ from executor.stages import (
     unpack,
 )
 from executor.status import WorkflowStatus
+from executor.timeouts import time_limit
 
+logger = logging.getLogger(__name__)
+#: How a task's error reads when its worker was killed for running past its timeout.
+TIMEOUT_KILLED = "TaskTimeoutError:"
+#: Counters (``Store.count``) of task timeouts and retries, for Prometheus.
+TIMEOUTS, RETRIES = "task_timeouts", "task_retries"
 #: Ray keeps an event stream of every task for its own dashboard, state API and
 #: timeline. Gnomon records each task's state in its database, so the stream is off for
 #: Gnomon's tasks and manager calls unless ``GNOMON_RAY_TASK_EVENTS=1`` (on every node).
@@ -88,8 +97,49 @@ def run_task(packed: bytes, *flat: Any) -> Any:
                 value = standin
                 continue
         crashes = crashed[1] if crashed is not None and crashed[0] == stage.ctx.task_id else 0
-        value = _run(stage.ctx, stage.function_key, function, args, kwargs, crashes)
+        rest = [(function, *again, deps), *map(_as_resolved, calls[i + 1 :])]
+        pool = stage.ctx.options.pool
+        if pool is not None and not _take_slot(stage.ctx, pool):
+            # Every slot is taken: the manager waits for one, holding no CPU, and the
+            # rest of the chain runs once it is granted.
+            slot = find_manager(stage.ctx.config).slot.remote(stage.ctx)
+            gated = replace(stage, gated=True)
+            return Continued(submit_chain((gated, *stages[i + 1 :]), rest, slot))
+        try:
+            value = _run(
+                stage.ctx, stage.function_key, function, args, kwargs, crashes, stage.attempts
+            )
+        finally:
+            if pool is not None:
+                _give_slot_back(stage.ctx, pool)
+        if isinstance(value, Backoff):
+            # The next attempt waits in the manager, holding no CPU either.
+            wait = find_manager(stage.ctx.config).backoff.remote(stage.ctx, value.wake_at)
+            again_stage = replace(stage, attempts=value.failed, gated=True)
+            return Continued(submit_chain((again_stage, *stages[i + 1 :]), rest, wait))
     return value
+
+
+def _take_slot(ctx: TaskContext, pool: str) -> bool:
+    """Take a slot of the task's pool for this process, if one is free now."""
+    store = handles(ctx.config).store
+    options = ctx.options
+    if not store.try_slot(
+        pool, ctx.workflow_id, ctx.task_id, options.priority, HELD.owner, POOL_LEASE_TTL
+    ):
+        return False
+    HELD.hold(ctx.config)
+    return True
+
+
+def _give_slot_back(ctx: TaskContext, pool: str) -> None:
+    """Release the task's slot; if tasks wait for one, wake the manager that grants them."""
+    HELD.let_go(ctx.config)
+    try:
+        if handles(ctx.config).store.release_slot(pool, ctx.workflow_id, ctx.task_id):
+            find_manager(ctx.config).slot_freed.remote(pool)
+    except Exception:  # its lease runs out instead (at once here: this process lives on)
+        logger.warning("Could not give back a slot of pool %s", pool, exc_info=True)
 
 
 def _retried() -> bool:
@@ -124,6 +174,11 @@ def _after_crash(
     crashes = store.task_crashed(running.workflow_id, running.task_id)
     budget = running.options.max_retries
     if 0 <= budget < crashes:
+        record = store.get_task(running.workflow_id, running.task_id)
+        if (record.error or "").startswith(TIMEOUT_KILLED):
+            # Its last worker was killed for running past its timeout: that is the error.
+            timeout_s = running.options.timeout_s or 0.0
+            raise TaskTimeoutError(running.task_id, timeout_s, "its worker was killed")
         error = TaskCrashedError(running.task_id, crashes, budget)
         store.task_failed(running.workflow_id, running.task_id, error.message, time.time(), 0)
         raise error
@@ -237,9 +292,12 @@ def _run(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     crashes: int = 0,
+    tried: int = 0,
 ) -> Any:
     """Run one workflow task with its retries, and record how it ended. ``crashes`` are
-    attempts its workers died in: they use up the same ``max_retries``."""
+    attempts its workers died in, ``tried`` those that failed in earlier calls (before a
+    backoff): they use up the same ``max_retries``. Returns the output, or ``Backoff``
+    when the next attempt is to wait."""
     func = _load_function(function_key, function)
     store, blobs = handles(ctx.config)
     options = ctx.options
@@ -253,15 +311,58 @@ def _run(
             attempts += 1
             log = AttemptLog(started if attempts == 1 else time.time())
             NOTICES.watch(ctx, log)
+
+            def killed(timeout: TaskTimeoutError, log: AttemptLog = log) -> None:
+                # The attempt would not stop: record it before its worker is killed.
+                log.write(f"{TIMEOUT_KILLED} {timeout.message}\n")
+                NOTICES.finished(ctx)
+                store.count({TIMEOUTS: 1})
+                store.task_failed(
+                    ctx.workflow_id,
+                    ctx.task_id,
+                    f"{TIMEOUT_KILLED} {timeout.message}",
+                    started,
+                    0,
+                    log=(log.started_at, log.text()),
+                )
+
             try:
-                with capture(log):
+                with capture(log), time_limit(ctx.task_id, options.timeout_s, killed):
                     result = func(*args, **kwargs)
                 break
             except Exception as caught:
                 log.write(_describe(caught))
-                if _should_retry(options, caught, attempts + crashes):
-                    store.save_logs([(ctx.workflow_id, ctx.task_id, log.started_at, log.text())])
+                failed = tried + attempts + crashes
+                timed_out = isinstance(caught, TaskTimeoutError)
+                if _should_retry(options, caught, failed):
+                    store.count({RETRIES: 1, TIMEOUTS: int(timed_out)})
+                    delay = options.retry.delay(failed) if options.retry is not None else 0.0
+                    # The run's on_retry and retry notifiers hear of it (with the log).
+                    store.task_retrying(
+                        ctx.workflow_id,
+                        ctx.task_id,
+                        log.started_at,
+                        _describe(caught),
+                        "" if delay > 0 else log.text(),
+                    )
+                    if delay > 0 and options.retry is not None:
+                        flushed = NOTICES.finished(ctx)
+                        wake_at = time.time() + delay
+                        store.task_backoff(
+                            ctx.workflow_id,
+                            ctx.task_id,
+                            _describe(caught),
+                            started,
+                            attempts - (1 if flushed else 0),
+                            wake_at,
+                            failed + 1,
+                            options.retry.max_attempts,
+                            log=(log.started_at, log.text()),
+                        )
+                        return Backoff(wake_at, tried + attempts)
                     continue
+                if timed_out:
+                    store.count({TIMEOUTS: 1})
                 if options.catch_exceptions:
                     result, error = None, caught
                     break
@@ -306,6 +407,15 @@ def _run(
     return FinalOutput(result) if finished else result
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """What ``_run`` returns when a failed attempt is to be tried again at ``wake_at``,
+    ``failed`` attempts having failed so far (worker deaths aside)."""
+
+    wake_at: float
+    failed: int
+
+
 def _log_entry(log: AttemptLog) -> tuple[float, str] | None:
     text = log.text()
     return (log.started_at, text) if text else None
@@ -335,7 +445,7 @@ def _continue(
         return store.reserve_task_ids(ctx.workflow_id, counts)
 
     try:
-        graph = build_graph(continuation.dag, reserve=reserve)
+        graph = build_graph(continuation.dag, reserve=reserve, defaults=ctx.defaults)
     except WorkflowError as bad:
         store.task_failed(ctx.workflow_id, ctx.task_id, bad.message, started, delta)
         raise
@@ -371,8 +481,9 @@ _remote_run_task = ray.remote(run_task)
 _with_options: dict[str, Any] = {}
 
 
-def submit_chain(stages: tuple[Stage, ...], calls: list[Call]) -> ray.ObjectRef:
-    """Submit a chain of tasks as one Ray call; its ref is the last task's output.
+def submit_chain(stages: tuple[Stage, ...], calls: list[Call], gate: Any = None) -> ray.ObjectRef:
+    """Submit a chain of tasks as one Ray call; its ref is the last task's output. A
+    gated chain (``Stage.gated``) runs once ``gate`` has resolved.
 
     The stages share their Ray options (``GraphRunner`` chains only such tasks).
     """
@@ -389,7 +500,7 @@ def submit_chain(stages: tuple[Stage, ...], calls: list[Call]) -> ray.ObjectRef:
         options = {"enable_task_events": RAY_TASK_EVENTS, **ray_options, "max_retries": retries}
         remote = _remote_run_task.options(**options)
         _with_options[key] = remote
-    return remote.remote(pack(stages), *flatten(stages, calls))
+    return remote.remote(pack(stages), *flatten(stages, calls, gate))
 
 
 @dataclass(frozen=True)
@@ -399,9 +510,15 @@ class RayLauncher:
 
     config: StoreConfig
 
-    def chain(self, stages: tuple[Stage, ...], calls: list[Call]) -> ray.ObjectRef:
-        return submit_chain(stages, calls)
+    def chain(
+        self, stages: tuple[Stage, ...], calls: list[Call], gate: Any = None
+    ) -> ray.ObjectRef:
+        return submit_chain(stages, calls, gate)
 
     def wait(self, ctx: TaskContext, kind: str, args: tuple[Any, ...]) -> ray.ObjectRef:
         ref: ray.ObjectRef = find_manager(self.config).wait.remote(ctx, kind, *args)
+        return ref
+
+    def backoff(self, ctx: TaskContext, wake_at: float) -> ray.ObjectRef:
+        ref: ray.ObjectRef = find_manager(self.config).backoff.remote(ctx, wake_at)
         return ref

@@ -5,6 +5,7 @@ from executor import workflow   # was: from ray import workflow
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any
@@ -13,19 +14,24 @@ import ray
 from ray.dag import DAGNode
 
 from executor.actors import session_cache
-from executor.checkpoint import dumps
+from executor.checkpoint import copy_checkpoint, dumps, loads
 from executor.cluster import connect
 from executor.config import StoreConfig, handles
-from executor.dag import build_graph
+from executor.dag import Graph, build_graph
 from executor.errors import (
     InvalidInputError,
     InvalidTypeError,
+    PoolNotFoundError,
+    TaskNotFoundError,
+    TaskTimeoutError,
     WorkflowCancellationError,
     WorkflowError,
     WorkflowExecutionError,
     WorkflowNotFoundError,
     WorkflowNotResumableError,
+    WorkflowNotRetryableError,
     WorkflowStillActiveError,
+    WorkflowTimeoutError,
 )
 from executor.events import (
     EventListener,
@@ -38,25 +44,35 @@ from executor.events import (
 from executor.graph_runner import new_task_rows
 from executor.manager import manager_for
 from executor.metadata import task_metadata, workflow_metadata
-from executor.options import options, validate_user_metadata
+from executor.options import check_timeout, options, validate_user_metadata
+from executor.rerun import Plan, Rebuild, default_rebuilder, finished, fork_id, plan
+from executor.retry import Retry
 from executor.stages import Continuation, current_task
 from executor.status import ACTIVE, RESUMABLE_FROM, WorkflowStatus
-from executor.store import Store
+from executor.store import Checkpoint, Rerun, Store, TaskRecord, WorkflowRecord
 from executor.store.migrate import upgrade
+from executor.store.records import RunAlerts
 
 __all__ = [
     "EventListener",
     "HTTPListener",
+    "PoolNotFoundError",
+    "Retry",
+    "TaskTimeoutError",
     "WorkflowCancellationError",
     "WorkflowError",
     "WorkflowExecutionError",
     "WorkflowNotFoundError",
     "WorkflowNotResumableError",
+    "WorkflowNotRetryableError",
     "WorkflowStatus",
     "WorkflowStillActiveError",
+    "WorkflowTimeoutError",
     "cancel",
+    "clear",
     "continuation",
     "delete",
+    "fork",
     "get_metadata",
     "get_output",
     "get_output_async",
@@ -64,9 +80,11 @@ __all__ = [
     "init",
     "list_all",
     "options",
+    "preview",
     "resume",
     "resume_all",
     "resume_async",
+    "retry",
     "run",
     "run_async",
     "send_event",
@@ -83,6 +101,8 @@ CANCELED = WorkflowStatus.CANCELED
 RESUMABLE = WorkflowStatus.RESUMABLE
 
 _config: StoreConfig | None = None
+#: The version of this process's code, recorded with the workflows it submits.
+_code_version: str | None = os.environ.get("GNOMON_CODE_VERSION") or None
 
 
 def init(
@@ -91,8 +111,12 @@ def init(
     storage: str | None = None,
     max_running_workflows: int | None = None,
     max_pending_workflows: int | None = None,
+    code_version: str | None = None,
 ) -> StoreConfig:
     """Choose the database and blob store, migrate the schema, and make sure Ray is up.
+
+    ``code_version`` (default ``$GNOMON_CODE_VERSION``) is recorded with every workflow
+    this process submits: which code built its graph.
 
     Uses the Ray already initialised in this process, else joins ``$RAY_ADDRESS``, else
     starts a local Ray. Defaults: ``$GNOMON_DATABASE_URL`` or SQLite at
@@ -105,7 +129,7 @@ def init(
     every process on it; a later ``init`` may repeat them or pass None, but not change
     them (``ValueError``).
     """
-    global _config
+    global _config, _code_version
     if database_url is not None and not isinstance(database_url, str):
         raise TypeError(f"database_url must be a string, got {type(database_url).__name__}")
     _check_limit("max_running_workflows", max_running_workflows, lowest=1)
@@ -117,6 +141,8 @@ def init(
     upgrade(store)
     if max_running_workflows is not None or max_pending_workflows is not None:
         store.set_queue_limits(max_running_workflows, max_pending_workflows)
+    if code_version is not None:
+        _code_version = str(code_version)
     _config = config
     return config
 
@@ -159,10 +185,15 @@ def run(
     *args: Any,
     workflow_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
     **kwargs: Any,
 ) -> Any:
     """Run a workflow to completion and return its output."""
-    return _get(run_async(dag, *args, workflow_id=workflow_id, metadata=metadata, **kwargs))
+    return _get(
+        run_async(
+            dag, *args, workflow_id=workflow_id, metadata=metadata, timeout_s=timeout_s, **kwargs
+        )
+    )
 
 
 def run_async(
@@ -170,13 +201,17 @@ def run_async(
     *args: Any,
     workflow_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
     **kwargs: Any,
 ) -> ray.ObjectRef:
     """Start a workflow; ``ray.get`` the returned ref for its output.
 
     Running an id that already exists returns its stored output, or resumes it.
+    ``timeout_s`` limits the run: past it (counted from its start, or its latest
+    resume) its tasks are stopped and it is FAILED (``WorkflowTimeoutError``). It takes
+    the name from the DAG's inputs: an input called ``timeout_s`` cannot be passed.
     """
-    ref = submit(dag, args, kwargs, workflow_id=workflow_id, metadata=metadata)
+    ref = submit(dag, args, kwargs, workflow_id=workflow_id, metadata=metadata, timeout_s=timeout_s)
     assert ref is not None
     return ref
 
@@ -192,16 +227,32 @@ def submit(
     trigger: str = "manual",
     if_exists: str = "resume",
     max_active: int | None = None,
+    code_version: str | None = None,
+    alerts: RunAlerts | None = None,
+    timeout_s: float | None = None,
+    task_defaults: dict[str, Any] | None = None,
 ) -> ray.ObjectRef | None:
     """``run_async`` with the scheduler's extras: a workflow name and a trigger label.
 
     ``if_exists="ignore"`` makes submitting an existing id a no-op that returns None
     (a schedule's tick firing twice); the default returns its output or resumes it.
     ``max_active`` raises ``NoFreeSlotError`` rather than exceed that many active runs
-    of ``name`` (a schedule's ``max_active_runs``).
+    of ``name`` (a schedule's ``max_active_runs``). ``code_version`` overrides this
+    process's (a registered workflow's is its dags file's). ``alerts``: a registered
+    run's notification routes and deadline, created with it. ``timeout_s`` is the
+    run's (see ``run_async``); ``task_defaults`` are workflow options every task takes
+    unless it gives its own (a registered workflow's ``pool`` and ``priority``).
+    Raises ``PoolNotFoundError`` for a pool nobody created.
     """
     config, store = _ensure()
-    graph = build_graph(dag, args, kwargs or {})
+    if timeout_s is not None:
+        timeout_s = check_timeout("timeout_s", timeout_s)
+    defaults = tuple(sorted((task_defaults or {}).items()))
+    graph = build_graph(dag, args, kwargs or {}, defaults=defaults)
+    pools = sorted({spec.options.pool for spec in graph.tasks.values() if spec.options.pool})
+    missing = sorted(store.missing_pools(pools)) if pools else []
+    if missing:
+        raise PoolNotFoundError(missing[0])
     metadata = validate_user_metadata(metadata)
     if workflow_id is None:
         workflow_id = f"{graph.tasks[graph.output].name.rsplit('.', 1)[-1]}.{uuid.uuid4().hex[:12]}"
@@ -224,9 +275,12 @@ def submit(
         owner=owner,
         max_active=max_active,
         queue=store.queue_limits(),
+        code_version=code_version or _code_version,
+        alerts=alerts,
+        timeout_s=timeout_s,
     )
     if created:
-        return manager.run.remote(workflow_id, None if blob else data, True, owner)
+        return manager.run.remote(workflow_id, None if blob else data, True, owner, timeout_s)
     if if_exists == "ignore":
         return None
     return _existing(workflow_id)
@@ -307,6 +361,258 @@ def resume_all(include_failed: bool = False) -> list[tuple[str, ray.ObjectRef]]:
         except WorkflowError:
             continue  # another process took it between the listing and now
     return resumed
+
+
+# ------------------------------------------------------------- running again
+
+#: What ``code=`` takes: the code loaded now, or the code recorded with the run.
+CODES = ("current", "recorded")
+
+
+def retry(
+    workflow_id: str,
+    *,
+    code: str = "current",
+    params: dict[str, Any] | None = None,
+    rebuild: Rebuild | None = None,
+) -> ray.ObjectRef:
+    """Run an ended workflow again on its id; nothing that finished runs again.
+
+    ``code="current"`` (registered workflows) rebuilds its graph from the registered
+    workflow as loaded now, with the recorded logical date and the recorded params
+    updated by ``params``, and reuses the checkpoint of every task whose id, upstream
+    tasks and arguments are unchanged (``executor.rerun``). ``code="recorded"`` is a
+    resume. Returns a ref to the output. Refused (``WorkflowNotRetryableError``) when
+    the run cannot be rebuilt or its current code contradicts a checkpoint, and
+    (``WorkflowStillActiveError``) while it runs.
+    """
+    config, store = _ensure()
+    record = _ended(store, workflow_id, "retry")
+    if _check_code(code, params) == "recorded":
+        return resume_async(workflow_id)
+    return _rerun(config, store, record, (), True, params or {}, rebuild)
+
+
+def clear(
+    workflow_id: str,
+    task_ids: list[str] | tuple[str, ...],
+    *,
+    downstream: bool = True,
+    code: str = "recorded",
+    params: dict[str, Any] | None = None,
+    rebuild: Rebuild | None = None,
+) -> ray.ObjectRef:
+    """Run these tasks of an ended workflow again, with (``downstream``) every task that
+    depends on them, then resume it with the code chosen (see ``retry``); their earlier
+    attempts stay as history. Returns a ref to the output."""
+    config, store = _ensure()
+    record = _ended(store, workflow_id, "clear")
+    if isinstance(task_ids, str) or not isinstance(task_ids, (list, tuple)) or not task_ids:
+        raise InvalidInputError(f"task_ids must be a non-empty list of task ids, got {task_ids!r}")
+    mode = _check_code(code, params)
+    return _rerun(config, store, record, tuple(task_ids), downstream, params or {}, rebuild, mode)
+
+
+def fork(
+    workflow_id: str,
+    *,
+    from_task: str | None = None,
+    params: dict[str, Any] | None = None,
+    new_id: str | None = None,
+    code: str | None = None,
+    rebuild: Rebuild | None = None,
+) -> str:
+    """Start a new run from this one (which may still be running): it takes the
+    checkpoint of every finished task but ``from_task`` and its downstream, and runs the
+    rest. ``code`` defaults to "current" for a registered workflow, else "recorded";
+    ``params`` need "current". Returns the new run's id (default ``<id>~fork<n>``)."""
+    config, store = _ensure()
+    record = store.get_workflow(_check_id(workflow_id))
+    rows = {row.task_id: row for row in store.load_tasks(workflow_id)}
+    if from_task is not None and from_task not in rows:
+        raise TaskNotFoundError(workflow_id, from_task)
+    recorded = _recorded_graph(config, store, workflow_id)
+    mode = code or ("current" if rebuild or _registered(record) else "recorded")
+    _check_code(mode, params)
+    metadata, version, graph = record.user_metadata, record.code_version, recorded
+    if mode == "current":
+        dag, version, metadata = (rebuild or default_rebuilder(workflow_id))(record, params or {})
+        graph = build_graph(dag)
+    if graph is None:
+        raise WorkflowNotRetryableError(workflow_id, "its graph is not stored")
+    cleared = [from_task] if from_task is not None else []
+    planned = plan(rows, recorded, graph if mode == "current" else None, cleared)
+    gone = planned.reset | planned.drop | planned.reopen
+    copied = [
+        row
+        for task_id, row in rows.items()
+        if task_id in graph.tasks and task_id not in gone and finished(row)
+    ]
+    blobs = handles(config).blobs
+    new_id = _check_id(new_id) if new_id else fork_id(workflow_id, lambda i: _exists(store, i))
+    checkpoints: dict[str, Checkpoint] = {}
+    for row in copied:
+        for holder in {row.task_id, row.output_task_id or row.task_id}:
+            found = store.load_checkpoint(workflow_id, holder)
+            if found is not None and found.kind == "value":
+                checkpoints[holder] = copy_checkpoint(found, blobs, new_id, holder)
+    data = dumps(graph)
+    blob = blobs.put(new_id, "graph", data) if len(data) > (1 << 20) else None
+    owner = _manager_owner(config)
+    created = store.fork_workflow(
+        workflow_id,
+        new_id,
+        record.name,
+        None if blob else data,
+        blob,
+        graph.output,
+        new_task_rows(graph),
+        copied,
+        checkpoints,
+        metadata,
+        owner,
+        code_version=version,
+    )
+    if not created:
+        raise InvalidInputError(f"Workflow {new_id!r} exists already; choose another new_id")
+    manager_for(config).run.remote(new_id, None, False, owner)
+    return new_id
+
+
+def _check_code(code: str, params: dict[str, Any] | None) -> str:
+    if code not in CODES:
+        raise InvalidInputError(f"code must be one of {', '.join(CODES)}, got {code!r}")
+    if params is not None and not isinstance(params, dict):
+        raise InvalidInputError(f"params must be a JSON object, got {type(params).__name__}")
+    if params and code != "current":
+        raise InvalidInputError("params need code='current': the recorded graph has its own")
+    return code
+
+
+def _ended(store: Store, workflow_id: str, operation: str) -> WorkflowRecord:
+    record = store.get_workflow(_check_id(workflow_id))
+    if record.status in ACTIVE:
+        raise WorkflowStillActiveError(workflow_id, operation)
+    return record
+
+
+def _registered(record: WorkflowRecord) -> bool:
+    """Whether the run was started from a registered workflow (the scheduler records
+    the schedule's name in its metadata)."""
+    return "schedule" in record.user_metadata
+
+
+def _exists(store: Store, workflow_id: str) -> bool:
+    try:
+        store.get_workflow(workflow_id)
+    except WorkflowNotFoundError:
+        return False
+    return True
+
+
+def _recorded_graph(config: StoreConfig, store: Store, workflow_id: str) -> Graph | None:
+    data, blob = store.load_graph(workflow_id)
+    if blob is not None:
+        data = handles(config).blobs.get(blob)
+    if data is None:
+        return None
+    graph: Graph = loads(data)
+    return graph
+
+
+def _rerun(
+    config: StoreConfig,
+    store: Store,
+    record: WorkflowRecord,
+    cleared: tuple[str, ...],
+    downstream: bool,
+    params: dict[str, Any],
+    rebuild: Rebuild | None,
+    code: str = "current",
+) -> ray.ObjectRef:
+    workflow_id = record.workflow_id
+    _, planned, current, change = _plan_rerun(
+        config, store, record, cleared, downstream, params, rebuild, code
+    )
+    if current is not None:
+        data = dumps(current)
+        blob = None
+        if len(data) > (1 << 20):
+            blob = handles(config).blobs.put(workflow_id, "graph", data)
+        change.update(graph=None if blob else data, graph_blob=blob, output_task_id=current.output)
+    store.rerun(
+        workflow_id,
+        Rerun(
+            reset=tuple(sorted(planned.reset)),
+            drop=tuple(sorted(planned.drop)),
+            reopen=tuple(sorted(planned.reopen)),
+            new_tasks=tuple(planned.new_tasks),
+            **change,
+        ),
+    )
+    # RESUMABLE now: resumed from here, or by recovery if this process dies first.
+    manager = manager_for(config)
+    try:
+        owner = _get(manager.enter.remote(workflow_id))
+    except WorkflowNotResumableError:  # recovery took it first: it runs there
+        return get_output_async(workflow_id)
+    ref: ray.ObjectRef = manager.run.remote(workflow_id, None, False, owner)
+    return ref
+
+
+def _plan_rerun(
+    config: StoreConfig,
+    store: Store,
+    record: WorkflowRecord,
+    cleared: tuple[str, ...],
+    downstream: bool,
+    params: dict[str, Any],
+    rebuild: Rebuild | None,
+    code: str,
+) -> tuple[dict[str, TaskRecord], Plan, Graph | None, dict[str, Any]]:
+    """(the recorded tasks, the plan, the current graph (None with recorded code), and
+    the workflow's columns that change)."""
+    workflow_id = record.workflow_id
+    rows = {row.task_id: row for row in store.load_tasks(workflow_id)}
+    recorded = _recorded_graph(config, store, workflow_id)
+    change: dict[str, Any] = {}
+    current = None
+    if code == "current":
+        dag, version, metadata = (rebuild or default_rebuilder(workflow_id))(record, params)
+        current = build_graph(dag)
+        change = {"code_version": version, "user_metadata": metadata}
+    elif recorded is None:
+        raise WorkflowNotRetryableError(workflow_id, "its graph is not stored")
+    return rows, plan(rows, recorded, current, cleared, downstream), current, change
+
+
+def preview(
+    workflow_id: str,
+    *,
+    tasks: list[str] | tuple[str, ...] = (),
+    downstream: bool = True,
+    code: str | None = None,
+    params: dict[str, Any] | None = None,
+    rebuild: Rebuild | None = None,
+) -> list[str]:
+    """The tasks a ``retry`` (no ``tasks``) or a ``clear`` of ``tasks`` would run, in
+    graph order, without changing anything: what the dashboard shows before an operator
+    confirms. Raises what the rerun would (a refusal names its reason). ``code``
+    defaults to "current" for a retry and "recorded" for a clear."""
+    config, store = _ensure()
+    record = store.get_workflow(_check_id(workflow_id))
+    mode = _check_code(code or ("recorded" if tasks else "current"), params)
+    rows, planned, current, _ = _plan_rerun(
+        config, store, record, tuple(tasks), downstream, params or {}, rebuild, mode
+    )
+    graph = current or _recorded_graph(config, store, workflow_id)
+    order = list(graph.tasks) if graph is not None else list(rows)
+    again = planned.reset | planned.reopen
+    return [
+        task_id
+        for task_id in order
+        if task_id not in rows or task_id in again or not finished(rows[task_id])
+    ]
 
 
 # ------------------------------------------------------------------- reading

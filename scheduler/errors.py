@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from executor.errors import WorkflowError
+from executor.errors import InvalidInputError, WorkflowError
 
 
 class SchedulerError(WorkflowError):
@@ -37,3 +37,23 @@ class RunExistsError(SchedulerError):
 
 class DagFactoryError(SchedulerError):
     """A schedule's factory raised while building a run's DAG; the run records it as FAILED."""
+
+
+class InvalidParamsError(SchedulerError, InvalidInputError):
+    """Params that do not match the schedule's ``params_schema``; the message names the
+    field."""
+
+
+class InvalidBackfillError(SchedulerError, InvalidInputError):
+    """A backfill Gnomon cannot start: a bad range, too many ticks, a schedule without
+    ticks."""
+
+
+class BackfillNotFoundError(SchedulerError):
+    def __init__(self, backfill_id: str) -> None:
+        super().__init__(f"No backfill {backfill_id!r}")
+        self.backfill_id = backfill_id
+
+
+class BackfillStateError(SchedulerError):
+    """The backfill's state forbids the action (resuming a canceled one, say)."""

@@ -6,6 +6,8 @@ Jobs in the shared store, by id:
   paused flag, and the backlog of ticks waiting for a free ``max_active_runs`` slot.
 - ``trigger:<hash>``: a run requested by another process (``gnomon trigger``).
 - ``wakeup:<workflow id>``: a timer wake-up for a workflow suspended in ``sleep``.
+- ``deadline:<name>`` and ``deadline:<workflow id>``: deadline checks
+  (``scheduler.deadlines``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ JOBS_TABLE = "gnomon_apscheduler_jobs"
 SCHEDULE = "schedule"
 TRIGGER = "trigger"
 WAKEUP = "wakeup"
+DEADLINE = "deadline"
 #: APScheduler's job id column is 191 characters.
 _MAX_JOB_ID = 191
 

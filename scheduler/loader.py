@@ -3,13 +3,15 @@
 A dags file that fails to import is reported (logged, and kept in
 ``Registry.import_errors`` for the dashboard) and the other files still load. A file's
 schedules are added only if the whole file imported, so a half-run module never
-registers half its schedules.
+registers half its schedules. ``DagsFolder`` re-imports a folder's changed files, for
+``gnomon up`` to pick up edits while it runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -18,14 +20,14 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 from executor import errors
-from scheduler.errors import InvalidTargetError
+from scheduler.errors import InvalidTargetError, ScheduleNotFoundError
 from scheduler.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
@@ -51,46 +53,112 @@ class LoadResult:
     schedules: list[str] = field(default_factory=list)
     #: file path -> one-line error
     errors: dict[str, str] = field(default_factory=dict)
+    #: schedules forgotten because their file is gone or no longer registers them
+    removed: list[str] = field(default_factory=list)
 
 
 def load_dags(directory: str | Path, registry: Registry = REGISTRY) -> LoadResult:
-    """Import every ``*.py`` in ``directory`` (not recursively) and register its schedules.
+    """Import every ``*.py`` in ``directory`` (not recursively) and register its schedules."""
+    return DagsFolder(directory, registry).refresh()
 
-    The folder goes at the end of ``sys.path`` so dags files can import their sibling
-    modules, without a dags file named like a module (``calendar.py``) shadowing it.
+
+@dataclass(frozen=True)
+class _Stamp:
+    """What says a file changed: its modification time and size."""
+
+    mtime_ns: int
+    size: int
+
+
+class DagsFolder:
+    """A dags folder kept in step with a registry: ``refresh`` imports the files that
+    are new or changed since the last call, and forgets the schedules of files that are
+    gone or no longer register them.
+
+    A file that fails to import keeps the schedules of its last good version, and its
+    error stays in ``Registry.import_errors`` until it imports again. The folder goes at
+    the end of ``sys.path`` so dags files can import their sibling modules, without a
+    dags file named like a module (``calendar.py``) shadowing it.
     """
-    try:
-        folder = Path(directory).resolve()
-        paths = sorted(folder.glob("*.py")) if folder.is_dir() else None
-    except (OSError, RuntimeError) as error:  # unreadable, or a symlink loop
-        raise InvalidTargetError(f"Cannot read dags folder {str(directory)!r}: {error}") from None
-    if paths is None:
-        raise InvalidTargetError(f"No dags folder {str(folder)!r}")
-    if str(folder) not in sys.path:
-        sys.path.append(str(folder))
-    result = LoadResult()
-    for path in paths:
-        if path.name.startswith(("_", ".")):
-            continue
+
+    def __init__(self, directory: str | Path, registry: Registry = REGISTRY) -> None:
+        try:
+            self.folder = Path(directory).resolve()
+        except (OSError, RuntimeError) as error:  # a symlink loop
+            raise InvalidTargetError(
+                f"Cannot read dags folder {str(directory)!r}: {error}"
+            ) from None
+        self.registry = registry
+        self._stamps: dict[Path, _Stamp] = {}
+        #: file -> names of the schedules its last good import registered
+        self._names: dict[Path, set[str]] = {}
+
+    def refresh(self) -> LoadResult:
+        """Bring the registry up to date with the folder; ``LoadResult.removed`` names
+        the schedules it forgot."""
+        files = self._scan()
+        if str(self.folder) not in sys.path:
+            sys.path.append(str(self.folder))
+        result = LoadResult()
+        for path in set(self._stamps) - set(files):
+            self._forget_file(path, result)
+        for path, stamp in files.items():
+            if self._stamps.get(path) != stamp:
+                self._stamps[path] = stamp
+                self._load_file(path, result)
+        return result
+
+    def _scan(self) -> dict[Path, _Stamp]:
+        try:
+            if not self.folder.is_dir():
+                raise InvalidTargetError(f"No dags folder {str(self.folder)!r}")
+            files = {}
+            for path in sorted(self.folder.glob("*.py")):
+                if path.name.startswith(("_", ".")):
+                    continue
+                with suppress(FileNotFoundError):  # removed while listing
+                    info = path.stat()
+                    files[path] = _Stamp(info.st_mtime_ns, info.st_size)
+            return files
+        except OSError as error:
+            raise InvalidTargetError(
+                f"Cannot read dags folder {str(self.folder)!r}: {error}"
+            ) from None
+
+    def _load_file(self, path: Path, result: LoadResult) -> None:
         shown = _printable(str(path))
         collected = Registry()
         try:
             with collected.collecting(), _deadline(IMPORT_TIMEOUT):
                 module = _import_file(path)
-            registry.merge(collected)
+            self.registry.merge(collected)  # all the file's schedules, or none
         except KeyboardInterrupt:
             raise  # Ctrl-C while the files load: stop `gnomon up`
         except BaseException as error:  # sys.exit() too: report it, load the other files
             message = one_line(error, path)
             result.errors[shown] = message
-            registry.import_errors[shown] = message
+            self.registry.import_errors[shown] = message
             log.warning("Could not load dags file %s: %s", shown, message)
             log.debug("Import of %s failed", shown, exc_info=True)
-            continue
-        registry.import_errors.pop(shown, None)
+            return
+        names = set(collected.names())
+        for name in sorted(self._names.get(path, set()) - names):
+            with suppress(ScheduleNotFoundError):
+                self.registry.remove(name)
+            result.removed.append(name)
+        self._names[path] = names
+        self.registry.import_errors.pop(shown, None)
         result.modules.append(module.__name__)
-        result.schedules.extend(schedule.name for schedule in collected)
-    return result
+        result.schedules.extend(sorted(names))
+
+    def _forget_file(self, path: Path, result: LoadResult) -> None:
+        del self._stamps[path]
+        self.registry.import_errors.pop(_printable(str(path)), None)
+        for name in sorted(self._names.pop(path, set())):
+            with suppress(ScheduleNotFoundError):
+                self.registry.remove(name)
+            result.removed.append(name)
+        log.info("Dags file %s is gone", _printable(str(path)))
 
 
 def load_examples(registry: Registry = REGISTRY) -> LoadResult:
@@ -125,6 +193,15 @@ def _deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+class _SourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles a file from its source on every import: ``__pycache__`` trusts a file's
+    mtime in whole seconds and its size, so an edit that kept both would run stale code
+    when the file is imported again."""
+
+    def get_code(self, fullname: str) -> CodeType:
+        return self.source_to_code(self.get_data(self.path), self.path)
+
+
 def _import_file(path: Path) -> ModuleType:
     """Import a file under its own stem, unless another module has (or the standard
     library could later want) that name."""
@@ -134,7 +211,7 @@ def _import_file(path: Path) -> ModuleType:
     if other or name in sys.stdlib_module_names:
         digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:8]
         name = f"gnomon_dags_{digest}_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_SourceLoader(name, str(path)))
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)

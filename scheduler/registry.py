@@ -7,7 +7,10 @@ def nightly_etl(run):
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -15,7 +18,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from executor.errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    WorkflowNotRetryableError,
+    one_line,
+)
+from executor.options import check_timeout
+from executor.pools import check_pool_name, check_priority
+from executor.rerun import set_rebuilder
+from executor.store import WorkflowRecord
+from scheduler.alerts import Alerts
 from scheduler.errors import DuplicateScheduleError, InvalidScheduleError, ScheduleNotFoundError
+from scheduler.params import schedule_schema, validate_params
 from scheduler.triggers import TriggerSpec
 
 #: Names end up in workflow ids (``<name>@<date>``) and job ids, which have length limits.
@@ -62,6 +77,35 @@ class Schedule:
     max_active_runs: int = 1
     paused: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Notifications and deadlines (``scheduler.alerts``).
+    alerts: Alerts = field(default_factory=Alerts)
+    #: The JSON Schema every run's params must match (given, or inferred from ``params``).
+    params_schema: dict[str, Any] = field(default_factory=dict)
+    #: A digest of the dags file that defined the factory, as it was when it registered
+    #: (``source_version``): the version of the code this schedule runs.
+    code_version: str | None = None
+    #: Seconds each run may take before it is stopped and FAILED.
+    timeout_s: float | None = None
+    #: The concurrency pool, and priority in it, of every task that names none itself.
+    pool: str | None = None
+    priority: int = 0
+
+    def task_defaults(self) -> dict[str, Any]:
+        """Workflow options its runs' tasks take unless they give their own."""
+        defaults: dict[str, Any] = {"pool": self.pool} if self.pool else {}
+        if self.priority:
+            defaults["priority"] = self.priority
+        return defaults
+
+    def run_metadata(self, run: Run) -> dict[str, Any]:
+        """A run's metadata: the schedule's, plus its name, logical date and params (what
+        ``Registry.rebuild`` needs to build the run's graph again)."""
+        return {
+            **self.metadata,
+            "schedule": self.name,
+            "logical_date": format_logical_date(run.logical_date),
+            "params": run.params,
+        }
 
     @property
     def source(self) -> str:
@@ -76,12 +120,16 @@ class Schedule:
         trigger: str = "schedule",
         workflow_id: str | None = None,
     ) -> Run:
-        """A run of this schedule; ``params`` are merged over the schedule's defaults."""
+        """A run of this schedule; ``params`` are merged over the schedule's defaults and
+        must match its ``params_schema`` (``InvalidParamsError``)."""
         logical_date = logical_date.astimezone(timezone.utc)
+        merged = {**self.params, **(params or {})}
+        if params and self.params_schema:
+            validate_params(self.params_schema, merged)
         return Run(
             name=self.name,
             logical_date=logical_date,
-            params={**self.params, **(params or {})},
+            params=merged,
             workflow_id=workflow_id or run_id(self.name, logical_date),
             trigger=trigger,
         )
@@ -110,9 +158,29 @@ class Registry:
         max_active_runs: int = 1,
         paused: bool = False,
         metadata: dict[str, Any] | None = None,
+        notify: list[str] | str | None = None,
+        on_failure: Callable[[Any], Any] | None = None,
+        on_success: Callable[[Any], Any] | None = None,
+        on_retry: Callable[[Any], Any] | None = None,
+        deadline: float | timedelta | None = None,
+        deadline_after_start: float | timedelta | None = None,
+        params_schema: dict[str, Any] | None = None,
+        timeout_s: float | timedelta | None = None,
+        pool: str | None = None,
+        priority: int = 0,
     ) -> Any:
-        """Register ``factory(run) -> DAG``; usable as ``@register`` or ``@register(...)``."""
+        """Register ``factory(run) -> DAG``; usable as ``@register`` or ``@register(...)``.
+
+        ``notify``, ``on_failure``, ``on_success``, ``on_retry``, ``deadline`` and
+        ``deadline_after_start``: see ``scheduler.alerts``; ``params_schema``: see
+        ``scheduler.params``."""
         trigger = TriggerSpec.parse(cron=cron, interval=interval, at=at, timezone=timezone)
+        alerts = Alerts.parse(
+            notify, on_failure, on_success, on_retry, deadline, deadline_after_start
+        )
+        checked_params = _check_json("params", params)
+        schema = schedule_schema(checked_params, params_schema)
+        controls = _check_controls(timeout_s, pool, priority)
 
         def decorate(func: Factory) -> Factory:
             if not callable(func):
@@ -121,11 +189,15 @@ class Registry:
                 name=_check_name(name or func.__name__),
                 factory=func,
                 trigger=trigger,
-                params=_check_json("params", params),
+                params=checked_params,
                 catchup=bool(catchup),
                 max_active_runs=_check_max_active(max_active_runs),
                 paused=bool(paused),
                 metadata=_check_json("metadata", metadata),
+                alerts=alerts,
+                params_schema=schema,
+                code_version=source_version(func),
+                **controls,
             )
             self.add(schedule)
             func.gnomon_schedule = schedule  # type: ignore[attr-defined]
@@ -148,6 +220,43 @@ class Registry:
                 raise DuplicateScheduleError(schedule.name, existing.source, schedule.source)
         for schedule in other:
             self.add(schedule)
+
+    def remove(self, name: str) -> None:
+        """Forget a schedule (its runs stay)."""
+        if self._schedules.pop(name, None) is None:
+            raise ScheduleNotFoundError(name)
+
+    def rebuild(
+        self, record: WorkflowRecord, params: dict[str, Any]
+    ) -> tuple[Any, str | None, dict[str, Any]]:
+        """A registered run's DAG built again with the factory as loaded now, the
+        recorded logical date and the recorded params updated by ``params``; with its
+        code version and metadata (``executor.rerun.Rebuild``)."""
+        name = record.user_metadata.get("schedule")
+        if not isinstance(name, str):
+            raise WorkflowNotRetryableError(
+                record.workflow_id, "it was not started from a registered workflow"
+            )
+        schedule = self.find(name)
+        if schedule is None:
+            raise WorkflowNotRetryableError(
+                record.workflow_id, f"registered workflow {name!r} is not loaded any more"
+            )
+        recorded = record.user_metadata.get("params") or {}
+        run = Run(
+            name=name,
+            logical_date=parse_logical_date(str(record.user_metadata["logical_date"])),
+            params={**recorded, **params},
+            workflow_id=record.workflow_id,
+            trigger=record.trigger,
+        )
+        try:
+            dag = schedule.factory(run)
+        except Exception as error:
+            raise WorkflowNotRetryableError(
+                record.workflow_id, f"the DAG factory of {name!r} raised {one_line(error)}"
+            ) from None
+        return dag, schedule.code_version, schedule.run_metadata(run)
 
     def get(self, name: str) -> Schedule:
         try:
@@ -182,12 +291,35 @@ class Registry:
 
 #: The process-wide registry that ``gnomon up`` schedules.
 REGISTRY = Registry()
+set_rebuilder(REGISTRY.rebuild)
 _active: ContextVar[Registry] = ContextVar("gnomon_registry", default=REGISTRY)
 
 
 def register(factory: Factory | None = None, **options: Any) -> Any:
     """Register a DAG factory with the active registry; see ``Registry.register``."""
     return _active.get().register(factory, **options)
+
+
+_versions: dict[tuple[str, int, int], str] = {}
+
+
+def source_version(func: Callable[..., Any]) -> str | None:
+    """The first 12 hex digits of the SHA-1 of the file that defines ``func`` (read again
+    only when the file changed); None where there is no such file."""
+    try:
+        path = inspect.getsourcefile(func)
+        if path is None:
+            return None
+        info = os.stat(path)
+        stamp = (path, info.st_mtime_ns, info.st_size)
+        version = _versions.get(stamp)
+        if version is None:
+            with open(path, "rb") as handle:
+                version = hashlib.sha1(handle.read()).hexdigest()[:12]
+            _versions[stamp] = version
+        return version
+    except (OSError, TypeError):
+        return None
 
 
 def _check_name(name: str) -> str:
@@ -214,6 +346,23 @@ def _check_json(what: str, value: dict[str, Any] | None) -> dict[str, Any]:
     except (TypeError, ValueError, RecursionError) as error:
         raise InvalidScheduleError(f"{what} must be JSON-serializable: {error}") from None
     return dict(value)
+
+
+def _check_controls(
+    timeout_s: float | timedelta | None, pool: str | None, priority: int
+) -> dict[str, Any]:
+    """``timeout_s``, ``pool`` and ``priority`` as a schedule keeps them, or a one-line
+    ``InvalidScheduleError``."""
+    if isinstance(timeout_s, timedelta):
+        timeout_s = timeout_s.total_seconds()
+    try:
+        return {
+            "timeout_s": None if timeout_s is None else check_timeout("timeout_s", timeout_s),
+            "pool": None if pool is None else check_pool_name(pool),
+            "priority": check_priority(priority),
+        }
+    except (InvalidInputError, InvalidTypeError) as error:
+        raise InvalidScheduleError(error.message) from None
 
 
 def _check_max_active(value: int) -> int:

@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,16 @@ from executor.errors import (
 )
 from executor.status import HOLDS_SLOT
 from executor.store import Store
+from executor.store.records import RunAlerts
 from scheduler.errors import DagFactoryError, RunExistsError
 from scheduler.loader import one_line
-from scheduler.registry import Run, Schedule, format_logical_date, run_id
+from scheduler.registry import Run, Schedule, run_id
 
 log = logging.getLogger(__name__)
 
+#: Triggers of runs nobody waits on: a factory error is recorded as a FAILED run, and a
+#: run that exists already is a duplicate tick, not an error.
+UNATTENDED = ("schedule", "backfill")
 #: How stale the active-run counts may be before they are read again.
 ACTIVE_SNAPSHOT_SECONDS = 0.5
 
@@ -44,16 +49,6 @@ ACTIVE_SNAPSHOT_SECONDS = 0.5
 def factory_failed(name: str, error: str) -> None:
     """The one task of a run whose DAG factory raised."""
     raise DagFactoryError(f"The DAG factory of schedule {name!r} raised: {error}")
-
-
-def run_metadata(schedule: Schedule, run: Run) -> dict[str, Any]:
-    """A run's metadata: the schedule's, plus the schedule name, logical date and params."""
-    return {
-        **schedule.metadata,
-        "schedule": schedule.name,
-        "logical_date": format_logical_date(run.logical_date),
-        "params": run.params,
-    }
 
 
 class ActiveRuns:
@@ -95,6 +90,11 @@ class ActiveRuns:
 
 
 class RunLauncher:
+    #: Notifier URLs every run is created with (``gnomon up --notify``, ``$GNOMON_NOTIFY``).
+    notify: tuple[str, ...] = ()
+    #: Called with (schedule, workflow id, deadline) for a run created with a deadline.
+    on_deadline: Callable[[Schedule, str, float], None] | None = None
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.active = ActiveRuns(store)
@@ -131,20 +131,23 @@ class RunLauncher:
         params: dict[str, Any] | None = None,
         trigger: str = "schedule",
         workflow_id: str | None = None,
+        max_active: int | None = None,
     ) -> tuple[str, ray.ObjectRef] | None:
         """Submit one run; returns its id and output ref, or None if the id exists.
 
-        A scheduled tick records a factory error (a raise, or a return that is not a DAG)
-        as a FAILED run and skips an existing id as a duplicate tick; a manual trigger
-        (``trigger != "schedule"``) raises both.
+        A scheduled tick (or a backfill's) records a factory error (a raise, or a return
+        that is not a DAG) as a FAILED run and skips an existing id as a duplicate tick; a
+        manual trigger raises both.
         The factory runs before the existence check (which is the insert itself), so
         factories should only build the DAG: no side effects.
+        A backfill's run takes one of ``max_active`` slots (None: no slot check).
         """
         run = schedule.make_run(logical_date, params, trigger, workflow_id)
+        unattended = trigger in UNATTENDED
         try:
             dag = schedule.factory(run)
         except Exception as error:
-            if trigger != "schedule":
+            if not unattended:
                 raise
             # The user's mistake: one line saying where, on the run and in the log.
             code = getattr(schedule.factory, "__code__", None)
@@ -152,25 +155,42 @@ class RunLauncher:
             log.warning("The DAG factory of %s raised %s", schedule.name, why)
             log.debug("The DAG factory of %s raised", schedule.name, exc_info=True)
             dag = factory_failed.bind(schedule.name, why)
+        if trigger == "schedule" and schedule.trigger.kind != "date":
+            max_active = schedule.max_active_runs
+        elif trigger != "backfill":
+            max_active = None
+        # A tick's deadline counts from its logical date; a backfill's past ticks have
+        # only their deadline after start.
+        logical = run.logical_date.timestamp() if trigger != "backfill" else None
+        alerts = schedule.alerts.run_alerts(self.notify, logical, time.time())
         try:
-            ref = self._submit(schedule, run, dag)
+            ref = self._submit(schedule, run, dag, max_active, alerts)
         except (InvalidInputError, InvalidTypeError, CheckpointError) as error:
             # The factory returned something that is not a DAG, a DAG whose arguments do
             # not fit its functions, or one that cannot be stored.
             message = f"The DAG factory of {schedule.name!r} returned a bad DAG: {error}"
-            if trigger != "schedule":
+            if not unattended:
                 raise DagFactoryError(message) from None
             log.warning("%s", message)
-            ref = self._submit(schedule, run, factory_failed.bind(schedule.name, str(error)))
+            failed: Any = factory_failed.bind(schedule.name, str(error))
+            ref = self._submit(schedule, run, failed, max_active, alerts)
         if ref is None:
             self._duplicate(run.workflow_id, trigger)
             return None
+        if alerts is not None and alerts.deadline_at is not None and self.on_deadline:
+            self.on_deadline(schedule, run.workflow_id, alerts.deadline_at)
         return run.workflow_id, ref
 
-    def _submit(self, schedule: Schedule, run: Run, dag: Any) -> ray.ObjectRef | None:
+    def _submit(
+        self,
+        schedule: Schedule,
+        run: Run,
+        dag: Any,
+        max_active: int | None,
+        alerts: RunAlerts | None,
+    ) -> ray.ObjectRef | None:
         # A tick's slot is checked again in the insert: this process's count of active
         # runs cannot see what another replica started a moment ago.
-        limited = run.trigger == "schedule" and schedule.trigger.kind != "date"
         # A replica that inserted the same id first makes this a no-op (None): the insert
         # ignores a duplicate id.
         return workflow.submit(
@@ -178,15 +198,19 @@ class RunLauncher:
             (),
             {},
             workflow_id=run.workflow_id,
-            metadata=run_metadata(schedule, run),
+            metadata=schedule.run_metadata(run),
+            code_version=schedule.code_version,
             name=schedule.name,
             trigger=run.trigger,
             if_exists="ignore",
-            max_active=schedule.max_active_runs if limited else None,
+            max_active=max_active,
+            alerts=alerts,
+            timeout_s=schedule.timeout_s,
+            task_defaults=schedule.task_defaults(),
         )
 
     def _duplicate(self, workflow_id: str, trigger: str) -> None:
-        if trigger != "schedule":
+        if trigger not in UNATTENDED:
             raise RunExistsError(workflow_id)
         log.info("Run %s exists already; duplicate tick skipped", workflow_id)
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,9 +30,21 @@ from executor import workflow
 from executor.config import StoreConfig, handles
 from executor.errors import WorkflowError
 from executor.store.migrate import upgrade
+from executor.store.records import BackfillRecord
 from scheduler import jobs
+from scheduler.alerts import check_notifier, default_notifiers
+from scheduler.backfill import FINISHED, TRANSITIONS, BackfillDriver, parse_moment, plan
 from scheduler.backlog import Backlog
-from scheduler.errors import RunExistsError, ScheduleNotFoundError
+from scheduler.deadlines import Deadlines
+from scheduler.delivery import Dispatcher
+from scheduler.errors import (
+    BackfillNotFoundError,
+    BackfillStateError,
+    InvalidBackfillError,
+    RunExistsError,
+    ScheduleNotFoundError,
+)
+from scheduler.params import validate_params
 from scheduler.recovery import RECOVERY_INTERVAL, recover
 from scheduler.registry import (
     REGISTRY,
@@ -42,6 +55,7 @@ from scheduler.registry import (
     run_id,
 )
 from scheduler.runs import RunLauncher
+from scheduler.triggers import TriggerSpec
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +103,11 @@ class SchedulerService:
         storage: str | None = None,
         poll_interval: float = POLL_INTERVAL,
         recovery_interval: float = RECOVERY_INTERVAL,
+        notify: Sequence[str] | None = None,
+        base_url: str | None = None,
     ) -> None:
+        """``notify``: notifier URLs for every schedule (default ``$GNOMON_NOTIFY``);
+        ``base_url``: the dashboard's address, for the links in notifications."""
         self.registry = registry
         self.config = StoreConfig.resolve(database_url, storage)
         self.store = handles(self.config).store
@@ -106,6 +124,14 @@ class SchedulerService:
             job_defaults={"misfire_grace_time": None, "max_instances": 1},
         )
         self.backlog = Backlog(self.scheduler, registry, self.launcher, self._pool)
+        self.notify = (
+            default_notifiers() if notify is None else tuple(check_notifier(u) for u in notify)
+        )
+        self.launcher.notify = self.notify
+        self.deadlines = Deadlines(self.scheduler, registry, self.store, self.notify)
+        self.launcher.on_deadline = self.deadlines.plan_run
+        self.dispatcher = Dispatcher(self.store, registry, base_url)
+        self.backfill_driver = BackfillDriver(self.store, registry, self.launcher, self._pool)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -124,7 +150,9 @@ class SchedulerService:
         workflow.init(self.config.database_url, storage=self.config.storage)
         self.open()
         self.sync()
+        self.deadlines.replan()
         self.recover()
+        self.dispatcher.start()
         self.scheduler.add_job(
             self.recover,
             "interval",
@@ -150,6 +178,7 @@ class SchedulerService:
         """Stop firing and wait for the runs being submitted; running workflows go on."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        self.dispatcher.stop()
         self._pool.shutdown(wait=True)
         self._running = False
 
@@ -188,7 +217,14 @@ class SchedulerService:
                     )
             if job.coalesce == schedule.catchup:
                 self.scheduler.modify_job(identifier, "default", coalesce=not schedule.catchup)
+            params = {"params": schedule.params, "params_schema": schedule.params_schema}
+            if any(job.kwargs.get(key) != value for key, value in params.items()):
+                # Kept with the job, so processes without the dags (the CLI) check params.
+                job = self.scheduler.get_job(identifier, "default") or job
+                self.scheduler.modify_job(identifier, "default", kwargs={**job.kwargs, **params})
             self.backlog.track(job)
+        for schedule in self.registry:
+            self.deadlines.sync(schedule)
 
     def _add_schedule_job(self, schedule: Schedule, identifier: str, state: dict) -> None:
         options: dict[str, Any] = {}
@@ -212,6 +248,8 @@ class SchedulerService:
                     "paused": schedule.paused,
                     "describe": schedule.trigger.describe(),
                     "backlog": [],
+                    "params": schedule.params,
+                    "params_schema": schedule.params_schema,
                 },
                 **options,
             )
@@ -223,6 +261,8 @@ class SchedulerService:
         except JobLookupError:
             raise ScheduleNotFoundError(name) from None
         self.backlog.forget(name)
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.remove_job(jobs.job_id(jobs.DEADLINE, name), "default")
 
     # ------------------------------------------------------------------ firing
 
@@ -235,6 +275,8 @@ class SchedulerService:
             self._pool.submit(self._run_trigger_job, dict(job.kwargs))
         elif kind == jobs.WAKEUP:
             self._pool.submit(self._wake, job.kwargs["workflow_id"])
+        elif kind == jobs.DEADLINE:
+            self._pool.submit(self.deadlines.on_due, dict(job.kwargs), list(run_times))
 
     def _on_tick(self, job: Job, run_times: list[datetime]) -> None:
         name = job.kwargs["name"]
@@ -254,6 +296,10 @@ class SchedulerService:
         """Read finished runs' refs; start queued ticks whose slots freed up."""
         self.launcher.reap()
         self.backlog.drain()
+        try:
+            self.backfill_driver.drive()
+        except Exception:  # the database may be restarting: the next pass tries again
+            log.exception("Could not drive the backfills")
 
     def recover(self) -> list[str]:
         """Resume workflows whose owner died, and plan the wake-ups falling due soon."""
@@ -287,8 +333,11 @@ class SchedulerService:
             started = self.launcher.launch(schedule, now, params, trigger, workflow_id)
             assert started is not None
             return started
-        if self.scheduler.get_job(jobs.job_id(jobs.SCHEDULE, name), "default") is None:
+        job = self.scheduler.get_job(jobs.job_id(jobs.SCHEDULE, name), "default")
+        if job is None:
             raise ScheduleNotFoundError(name)
+        if params and job.kwargs.get("params_schema"):
+            validate_params(job.kwargs["params_schema"], {**job.kwargs["params"], **params})
         if self.launcher.exists(workflow_id):
             raise RunExistsError(workflow_id)
         self.scheduler.add_job(
@@ -414,3 +463,86 @@ class SchedulerService:
             self.launcher.watch(workflow_id, workflow.resume_async(workflow_id))
         except WorkflowError as error:
             log.info("Wake-up of %s skipped: %s", workflow_id, error)
+
+    # ---------------------------------------------------------------- backfills
+
+    def backfill(
+        self,
+        name: str,
+        start: str,
+        end: str,
+        params: dict[str, Any] | None = None,
+        *,
+        max_active: int | None = None,
+        reverse: bool = False,
+        rerun_failed: bool = False,
+        dry_run: bool = False,
+        confirmed: bool = False,
+    ) -> tuple[BackfillRecord | None, list[str]]:
+        """Backfill ``name`` from ``start`` to ``end`` (dates or ISO date-times, both
+        included): the backfill (None for a dry run) and the ids of the runs it will
+        start, in order. The scheduler that has ``name`` registered runs it."""
+        job = self._schedule_job(name)
+        trigger = TriggerSpec(**{**job.kwargs["spec"], "at": None})
+        if max_active is not None and (
+            isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1
+        ):
+            raise InvalidBackfillError(f"max_active must be an integer >= 1, got {max_active!r}")
+        schema = job.kwargs.get("params_schema")
+        if params and schema:
+            validate_params(schema, {**job.kwargs.get("params", {}), **params})
+        ticks = plan(
+            name,
+            trigger,
+            parse_moment(start, trigger.timezone, "start"),
+            parse_moment(end, trigger.timezone, "end"),
+            reverse=reverse,
+            confirmed=confirmed,
+        )
+        if dry_run:
+            return None, ticks.workflow_ids
+        record = self.store.create_backfill(
+            name,
+            ticks.workflow_ids,
+            ticks.ticks[0 if not reverse else -1].timestamp(),
+            ticks.ticks[-1 if not reverse else 0].timestamp(),
+            params or {},
+            max_active,
+            rerun_failed,
+        )
+        log.info("Backfill %s of %s: %d ticks", record.backfill_id, name, len(ticks.ticks))
+        ids = [w for _, w, _ in self.store.backfill_ticks(record.backfill_id, ["queued", "rerun"])]
+        return record, ids
+
+    def backfills(self, name: str | None = None) -> list[BackfillRecord]:
+        return self.store.list_backfills(name)
+
+    def get_backfill(self, backfill_id: str) -> BackfillRecord:
+        found = self.store.get_backfill(backfill_id)
+        if found is None:
+            raise BackfillNotFoundError(backfill_id)
+        return found
+
+    def change_backfill(self, backfill_id: str, action: str) -> BackfillRecord:
+        """``pause``, ``unpause`` or ``cancel`` a backfill (cancel stops its runs too)."""
+        sources, target = TRANSITIONS[action]
+        current = self.get_backfill(backfill_id)
+        if current.state not in sources:
+            raise BackfillStateError(
+                f"Backfill {backfill_id!r} is {current.state}; only a "
+                f"{' or '.join(sources)} backfill can be {action}d"
+                + (" (it has ended)" if current.state in FINISHED else "")
+            )
+        changed = self.store.set_backfill_state(backfill_id, target, sources)
+        if changed is None:
+            raise BackfillNotFoundError(backfill_id)
+        return changed
+
+    def params_schema(self, name: str) -> dict[str, Any]:
+        """The JSON Schema of ``name``'s params: as registered here, else as the job store
+        keeps it for the process that registered it."""
+        schedule = self.registry.find(name)
+        if schedule is not None:
+            return schedule.params_schema
+        schema: dict[str, Any] = self._schedule_job(name).kwargs.get("params_schema") or {}
+        return schema

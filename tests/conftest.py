@@ -12,6 +12,7 @@ Helpers that tasks call as well (``eventually``, ``mark``, ``count``) are in
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -116,11 +117,47 @@ def workflow_id() -> str:
 
 
 @pytest.fixture
+def dags(tmp_path: Path) -> Path:
+    """An empty dags folder."""
+    folder = tmp_path / "dags"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 def marks(tmp_path: Path) -> Path:
     """A directory where tasks leave marks (``tests.waiting.mark``), to count their runs."""
     path = tmp_path / "marks"
     path.mkdir()
     return path
+
+
+class Clock:
+    """A clock a test moves by hand: leases expire without waiting for them."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def clocked(store, clock) -> Iterator[Any]:
+    """A second store on the same database whose leases run by ``clock``."""
+    from executor.store import SqlStore
+
+    opened = SqlStore.create(store.url, clock=clock)
+    yield opened
+    opened.dispose()
 
 
 # ------------------------------------------------------------------- scheduler
@@ -164,3 +201,36 @@ def services(workflow, database_url: str, blob_root: Path) -> Iterator[Callable[
             with suppress(ScheduleNotFoundError):
                 cleaner.remove(schedule.name)
     cleaner.stop()
+
+
+# --------------------------------------------------------------- notifications
+
+
+@pytest.fixture
+def webhook() -> Iterator[Any]:
+    """A local HTTP server recording notifications (``tests.receivers.WebhookReceiver``)."""
+    from tests.receivers import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def mail(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A local SMTP server (aiosmtpd) that ``mailto:`` notifiers send to."""
+    from tests.receivers import MailReceiver
+
+    receiver = MailReceiver()
+    monkeypatch.setenv("GNOMON_SMTP_URL", receiver.url)
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def quick_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries of failed deliveries after 0.2 s (doubling), sends that give up after 1 s."""
+    from scheduler import delivery, notifiers
+
+    monkeypatch.setattr(delivery, "BACKOFF", 0.2)
+    monkeypatch.setattr(notifiers, "SEND_TIMEOUT", 1.0)

@@ -34,9 +34,13 @@ CLOSED = frozenset({WorkflowStatus.SUCCESSFUL, WorkflowStatus.CANCELED})
 
 def allowed(record: WorkflowRecord) -> set[str]:
     """The actions a run's status allows, as the run page shows its buttons."""
-    actions = set()
+    actions = {"fork"}  # a fork copies what finished, whatever the run is doing now
     if record.status in RESUMABLE_FROM:
         actions.add("resume")
+        if registered(record):
+            actions.add("retry")
+    if record.status not in ACTIVE:
+        actions.add("clear")
     if record.status in CANCELABLE:
         actions.add("cancel")
     if record.status not in ACTIVE:
@@ -89,6 +93,89 @@ def resume(workflow_id: str) -> None:
         _refuse(record, "resumed", "FAILED, RESUMABLE or CANCELED")
     _watch(workflow_id, _executor().resume_async(workflow_id))
     _until_picked_up(workflow_id, record.status)
+
+
+def registered(record: WorkflowRecord) -> bool:
+    """Whether the run was started from a registered workflow, so its graph can be built
+    again from the code loaded now."""
+    return isinstance(record.user_metadata.get("schedule"), str)
+
+
+def _rebuild() -> Any:
+    """How this dashboard's scheduler builds a registered run's graph again; None to use
+    the process's registry."""
+    registry = getattr(scheduler_service(), "registry", None)
+    return None if registry is None else registry.rebuild
+
+
+def retry(workflow_id: str, params: dict[str, Any] | None) -> None:
+    """Run a failed, resumable or canceled registered run again with the code loaded
+    now; what finished keeps its result."""
+    record = store().get_workflow(workflow_id)
+    if record.status in ACTIVE:
+        _refuse(record, "retried", "finished")
+    ref = _executor().retry(workflow_id, params=params, rebuild=_rebuild())
+    _watch(workflow_id, ref)
+    _until_picked_up(workflow_id, record.status)
+
+
+def clear(
+    workflow_id: str,
+    tasks: list[str],
+    downstream: bool,
+    code: str | None,
+    params: dict[str, Any] | None,
+) -> None:
+    """Run ``tasks`` (and with ``downstream`` what depends on them) of an ended run again."""
+    record = store().get_workflow(workflow_id)
+    if "clear" not in allowed(record):
+        _refuse(record, "cleared", "finished")
+    ref = _executor().clear(
+        workflow_id,
+        tasks,
+        downstream=downstream,
+        code=code or "recorded",
+        params=params,
+        rebuild=_rebuild(),
+    )
+    _watch(workflow_id, ref)
+    _until_picked_up(workflow_id, record.status)
+
+
+def fork(
+    workflow_id: str,
+    from_task: str | None,
+    params: dict[str, Any] | None,
+    new_id: str | None,
+    code: str | None,
+) -> str:
+    """A new run from this one's finished tasks; returns its id."""
+    forked: str = _executor().fork(
+        workflow_id,
+        from_task=from_task or None,
+        params=params,
+        new_id=new_id or None,
+        code=code,
+        rebuild=_rebuild(),
+    )
+    return forked
+
+
+def preview(workflow_id: str, tasks: list[str], downstream: bool, code: str | None) -> list[str]:
+    """The tasks a retry (no ``tasks``) or a clear or fork of ``tasks`` would run."""
+    found: list[str] = _executor().preview(
+        workflow_id, tasks=tasks, downstream=downstream, code=code, rebuild=_rebuild()
+    )
+    return found
+
+
+def loaded_code(record: WorkflowRecord) -> str | None:
+    """The code version of the run's registered workflow as loaded now (None if it is
+    not a registered run, or not loaded here)."""
+    registry = getattr(scheduler_service(), "registry", None)
+    name = record.user_metadata.get("schedule")
+    schedule = registry.find(name) if registry is not None and isinstance(name, str) else None
+    return None if schedule is None else schedule.code_version
 
 
 def _until_picked_up(workflow_id: str, old: WorkflowStatus) -> None:

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from executor.config import DATA_DIR
 from executor.errors import WorkflowError
-from web import api, auth, display, metrics, runs, schedules
+from web import alerts, api, auth, backfills, display, metrics, pools, runs, schedules
 from web.errors import DatabaseUnavailable, HttpError, http_error
 from web.services import attach_store
 
@@ -84,7 +84,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     app.register_blueprint(runs.bp)
     app.register_blueprint(schedules.bp)
+    app.register_blueprint(pools.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(backfills.bp)
+    alerts.init_app(app)
     metrics.init_app(app)
     app.after_request(_security_headers)
     _register_error_handlers(app)

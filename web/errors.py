@@ -13,14 +13,18 @@ from executor.errors import (
     DatabaseUnavailableError,
     InvalidInputError,
     InvalidTypeError,
+    PoolNotFoundError,
     TaskNotFoundError,
     WorkflowError,
     WorkflowNotFoundError,
     WorkflowNotResumableError,
+    WorkflowNotRetryableError,
     WorkflowQueueFullError,
     WorkflowStillActiveError,
 )
 from scheduler.errors import (
+    BackfillNotFoundError,
+    BackfillStateError,
     DagFactoryError,
     InvalidScheduleError,
     RunExistsError,
@@ -84,11 +88,15 @@ class InsecureBindError(WebError, ValueError):
 
 
 _BY_TYPE: list[tuple[type[BaseException], type[HttpError]]] = [
+    (PoolNotFoundError, NotFound),
     (WorkflowNotFoundError, NotFound),
     (TaskNotFoundError, NotFound),
     (ScheduleNotFoundError, NotFound),
+    (BackfillNotFoundError, NotFound),
+    (BackfillStateError, Conflict),
     (WorkflowStillActiveError, Conflict),
     (WorkflowNotResumableError, Conflict),
+    (WorkflowNotRetryableError, Conflict),
     (RunExistsError, Conflict),
     (WorkflowQueueFullError, Conflict),
     (InvalidInputError, BadRequest),

@@ -23,7 +23,9 @@ COLLAPSE_ABOVE = 500
 _PRIORITY = [
     TaskStatus.FAILED,
     TaskStatus.RUNNING,
+    TaskStatus.RETRYING,
     TaskStatus.WAITING,
+    TaskStatus.QUEUED,
     TaskStatus.PENDING,
     TaskStatus.CANCELED,
     TaskStatus.CONTINUED,
@@ -197,6 +199,12 @@ def _start(task: TaskRecord) -> float:
 def _end(task: TaskRecord, now: float) -> float:
     if task.ended_at is not None:
         return task.ended_at
-    if task.status in (TaskStatus.RUNNING, TaskStatus.WAITING, TaskStatus.CONTINUED):
+    if task.status in (
+        TaskStatus.RUNNING,
+        TaskStatus.WAITING,
+        TaskStatus.CONTINUED,
+        TaskStatus.RETRYING,
+        TaskStatus.QUEUED,
+    ):
         return now
     return _start(task)

@@ -78,12 +78,14 @@ class RunQuery:
     statuses: tuple[WorkflowStatus, ...] | None = None
     name: str | None = None
     id_prefix: str | None = None
+    code: str | None = None
     cursor: str | None = None
     limit: int = PAGE_SIZE
 
     @staticmethod
     def from_args(args: Mapping[str, str]) -> RunQuery:
-        """Read ``status``, ``name``, ``q`` (an id prefix), ``cursor`` and ``limit``."""
+        """Read ``status``, ``name``, ``q`` (an id prefix), ``code`` (a code version),
+        ``cursor`` and ``limit``."""
         status = (args.get("status") or "").strip()
         limit_text = (args.get("limit") or "").strip()
         limit = PAGE_SIZE
@@ -100,6 +102,7 @@ class RunQuery:
             statuses=parse_statuses(status) if status else None,
             name=(args.get("name") or "").strip() or None,
             id_prefix=(args.get("q") or "").strip() or None,
+            code=(args.get("code") or "").strip() or None,
             cursor=cursor,
             limit=limit,
         )
@@ -114,6 +117,7 @@ class RunQuery:
                 limit=self.limit + 1,
                 before=decode_cursor(self.cursor) if self.cursor else None,
                 id_prefix=self.id_prefix,
+                code_version=self.code,
             )
         if len(records) <= self.limit:
             return records, None
@@ -135,7 +139,11 @@ class RunQuery:
         before = decode_cursor(self.cursor) if self.cursor else None
         for _ in range(SCAN_READS):
             rows = store.list_workflows(
-                name=self.name, id_prefix=self.id_prefix, limit=SCAN_CHUNK, before=before
+                name=self.name,
+                id_prefix=self.id_prefix,
+                code_version=self.code,
+                limit=SCAN_CHUNK,
+                before=before,
             )
             found.extend(record for record in rows if record.status in wanted)
             if len(found) > self.limit or len(rows) < SCAN_CHUNK:
@@ -150,6 +158,7 @@ class RunQuery:
             "status": ",".join(s.value for s in query.statuses) if query.statuses else "",
             "name": query.name or "",
             "q": query.id_prefix or "",
+            "code": query.code or "",
             "cursor": query.cursor or "",
             "limit": str(query.limit) if query.limit != PAGE_SIZE else "",
         }
@@ -157,4 +166,4 @@ class RunQuery:
 
     @property
     def filtered(self) -> bool:
-        return bool(self.statuses or self.name or self.id_prefix)
+        return bool(self.statuses or self.name or self.id_prefix or self.code)

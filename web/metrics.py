@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from executor.errors import WorkflowNotFoundError
 from executor.status import WorkflowStatus
@@ -107,7 +107,29 @@ class StoreCollector:
             for label, count in sorted(counts.items()):
                 runs.add_metric([label], count)
             yield runs
+            yield from _notifications(source)
+            yield from self._controls(source)
             yield from self._scheduler(source)
+
+    def _controls(self, source: SqlStore) -> Iterator[Metric]:
+        """Pools' slots and lines; task timeouts and retries, counted by the store."""
+        labels = ["pool"]
+        slots = GaugeMetricFamily("gnomon_pool_slots", "A pool's slots", labels=labels)
+        used = GaugeMetricFamily("gnomon_pool_slots_used", "A pool's slots held", labels=labels)
+        queued = GaugeMetricFamily(
+            "gnomon_pool_queued", "Tasks waiting for a slot of a pool", labels=labels
+        )
+        for pool in source.list_pools():
+            slots.add_metric([pool.name], pool.slots)
+            used.add_metric([pool.name], pool.used)
+            queued.add_metric([pool.name], pool.queued)
+        yield from (slots, used, queued)
+        counts = source.counters()
+        for name, text in (
+            ("task_timeouts", "Task attempts stopped for running past their timeout_s"),
+            ("task_retries", "Failed task attempts that were tried again"),
+        ):
+            yield CounterMetricFamily(f"gnomon_{name}", text, value=counts.get(name, 0))
 
     def _scheduler(self, source: SqlStore) -> Iterator[Metric]:
         service = scheduler_service()
@@ -136,6 +158,20 @@ class StoreCollector:
         yield overdue
         yield start_delay
         yield paused
+
+
+def _notifications(source: SqlStore) -> Iterator[Metric]:
+    """The outbox: notifications by delivery state, and every failed delivery attempt."""
+    counts, failures = source.notification_stats()
+    states = GaugeMetricFamily(
+        "gnomon_notifications", "Notifications by delivery state", labels=["state"]
+    )
+    for state in ("pending", "delivered", "failed"):
+        states.add_metric([state], counts.get(state, 0))
+    yield states
+    yield CounterMetricFamily(
+        "gnomon_notification_failures", "Failed notification delivery attempts", value=failures
+    )
 
 
 def _start_delay(source: SqlStore, last_run: dict[str, Any] | None) -> float | None:

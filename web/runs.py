@@ -29,7 +29,7 @@ from executor.status import ACTIVE, TaskStatus, WorkflowStatus
 from executor.store import TaskRecord, WorkflowRecord
 from web import actions
 from web.errors import BadRequest, NotFound, http_error
-from web.graph import task_graph, timeline
+from web.graph import task_graph, task_label, timeline
 from web.listing import RunQuery
 from web.services import store
 
@@ -40,7 +40,15 @@ TASKS_PER_PAGE = 50
 #: A task's log is shown from its end; the full text is a download away.
 LOG_TAIL_CHARS = 64 * 1024
 #: Task statuses whose logs may still grow.
-_TASK_ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING})
+_TASK_ACTIVE = frozenset(
+    {
+        TaskStatus.PENDING,
+        TaskStatus.RUNNING,
+        TaskStatus.WAITING,
+        TaskStatus.QUEUED,
+        TaskStatus.RETRYING,
+    }
+)
 
 
 # ------------------------------------------------------------------ the list
@@ -78,7 +86,7 @@ def _task_logs(workflow_id: str, task_id: str) -> list[Any] | None:
 
 def _spotlight(tasks: list[TaskRecord]) -> TaskRecord | None:
     """The task whose logs an operator wants first: a failed one, else a running one."""
-    for status in (TaskStatus.FAILED, TaskStatus.RUNNING, TaskStatus.WAITING):
+    for status in (TaskStatus.FAILED, TaskStatus.RUNNING, TaskStatus.RETRYING, TaskStatus.WAITING):
         found = [task for task in tasks if task.status == status]
         if found:
             return max(found, key=lambda task: task.started_at or 0)
@@ -96,8 +104,8 @@ def _run_page(workflow_id: str, form_error: str | None = None, draft: Any = None
     spotlight = _spotlight(tasks)
     return render_template(
         "runs/detail.html",
-        **_live_context(record, tasks),
-        **_task_page(tasks, None, 1),
+        **{**_live_context(record, tasks), **_task_page(tasks, None, 1)},
+        earlier=_earlier(workflow_id),
         logs_task=spotlight,
         logs=_task_logs(workflow_id, spotlight.task_id) if spotlight else None,
         log_tail=LOG_TAIL_CHARS,
@@ -118,7 +126,17 @@ def _live_context(record: WorkflowRecord, tasks: list[TaskRecord]) -> dict[str, 
         "waiting": [task for task in tasks if task.status == TaskStatus.WAITING],
         "task_count": len(tasks),
         "now": now,
+        "loaded_code": actions.loaded_code(record),
+        "forks": store().forks(record.workflow_id),
     }
+
+
+def _earlier(workflow_id: str) -> dict[str, list[Any]]:
+    """Each task's earlier attempts (from before a retry, a clear or a fork), oldest first."""
+    found: dict[str, list[Any]] = {}
+    for attempt in store().task_attempts(workflow_id):
+        found.setdefault(attempt.task_id, []).append(attempt)
+    return found
 
 
 #: htmx stops polling an element whose answer has this status.
@@ -155,7 +173,16 @@ def _task_page(tasks: list[TaskRecord], status: str | None, page: int) -> dict[s
         "task_pages": pages,
         "task_status": status or "",
         "task_statuses": [s.value for s in TaskStatus],
+        "now": time.time(),
+        "slot_waits": _slot_waits(tasks),
     }
+
+
+def _slot_waits(tasks: list[TaskRecord]) -> dict[str, Any]:
+    """Where the run's tasks waiting for a pool slot stand in its line."""
+    if not any(task.status == TaskStatus.QUEUED for task in tasks):
+        return {}
+    return dict(store().slot_waits(tasks[0].workflow_id))
 
 
 @bp.get("/parts/tasks/<path:workflow_id>")
@@ -171,6 +198,8 @@ def task_table(workflow_id: str) -> str:
     return render_template(
         "partials/task_table.html",
         record=record,
+        allowed=actions.allowed(record),
+        earlier=_earlier(workflow_id),
         **_task_page(tasks, status, page),
     )
 
@@ -228,6 +257,80 @@ def _done(workflow_id: str, message: str) -> BaseResponse:
 def resume(workflow_id: str) -> BaseResponse:
     actions.resume(workflow_id)
     return _done(workflow_id, "Resumed: finished tasks keep their results.")
+
+
+#: What each rerun's dialog asks, and how its button reads.
+RERUNS = {
+    "retry": ("Retry with current code", "Retry"),
+    "clear": ("Clear", "Clear and run again"),
+    "fork": ("Fork", "Start the fork"),
+}
+
+
+@bp.get("/parts/rerun/<path:workflow_id>")
+def rerun_dialog(workflow_id: str) -> str:
+    """The dialog before a retry, a clear or a fork: which tasks will run, or why not."""
+    record = store().get_workflow(workflow_id)
+    action = request.args.get("action", "retry")
+    if action not in RERUNS:
+        raise BadRequest(f"Unknown action {action!r}; use retry, clear or fork")
+    task_id = request.args.get("task_id") or None
+    if action == "clear" and task_id is None:
+        raise BadRequest("Name the task to clear with ?task_id=")
+    downstream = request.args.get("downstream") == "1"
+    code = request.args.get("code") or ("recorded" if action == "clear" else None)
+    if action == "fork" and code is None:
+        code = "current" if actions.registered(record) else "recorded"
+    again: list[str] = []
+    refusal = None
+    try:
+        again = actions.preview(workflow_id, [task_id] if task_id else [], downstream, code)
+    except Exception as error:
+        answer = http_error(error)
+        if answer is None or answer.status == 404:
+            raise
+        refusal = answer.message
+    return render_template(
+        "partials/rerun_dialog.html",
+        record=record,
+        action=action,
+        title=RERUNS[action][0],
+        confirm=RERUNS[action][1],
+        task_id=task_id,
+        downstream=downstream,
+        code=code,
+        registered=actions.registered(record),
+        again=again,
+        labels={task.task_id: task_label(task) for task in store().load_tasks(workflow_id)},
+        refusal=refusal,
+    )
+
+
+@bp.post("/runs/<path:workflow_id>/retry")
+def retry(workflow_id: str) -> BaseResponse:
+    actions.retry(workflow_id, None)
+    return _done(workflow_id, "Retrying with current code: finished tasks keep their results.")
+
+
+@bp.post("/runs/<path:workflow_id>/clear")
+def clear(workflow_id: str) -> BaseResponse:
+    task_id = request.form.get("task_id", "")
+    downstream = request.form.get("downstream") == "1"
+    actions.clear(workflow_id, [task_id], downstream, request.form.get("code") or None, None)
+    also = " and everything downstream" if downstream else ""
+    return _done(workflow_id, f"Cleared {task_id}{also}: it runs again.")
+
+
+@bp.post("/runs/<path:workflow_id>/fork")
+def fork(workflow_id: str) -> BaseResponse:
+    forked = actions.fork(
+        workflow_id,
+        request.form.get("task_id") or None,
+        None,
+        request.form.get("new_id", "").strip() or None,
+        request.form.get("code") or None,
+    )
+    return _done(forked, f"Forked from {workflow_id}: finished tasks were copied.")
 
 
 @bp.post("/runs/<path:workflow_id>/cancel")

@@ -8,27 +8,42 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from web import actions
+from web import actions, trigger_form
 from web.display import pretty_json
 from web.errors import http_error
-from web.services import scheduler_service
+from web.services import scheduler_service, store
 
 bp = Blueprint("schedules", __name__)
 
 
 def _page(errors: dict[str, str] | None = None, drafts: dict[str, str] | None = None) -> str:
     service = scheduler_service()
-    infos: list[Any] = service.schedules() if service is not None else []
-    defaults = {info.name: pretty_json(actions.schedule_defaults(info.name)) for info in infos}
+    infos: list[Any] = []
+    schemas: dict[str, Any] = {}
+    if service is not None:
+        infos = service.schedules()
+        schemas = {info.name: service.params_schema(info.name) for info in infos}
     return render_template(
         "schedules/list.html",
         attached=service is not None,
         schedules=infos,
-        defaults={**defaults, **(drafts or {})},
+        # The JSON box holds what the typed fields cannot: params outside the schema.
+        defaults={
+            **{i.name: _untyped(schemas[i.name], actions.schedule_defaults(i.name)) for i in infos},
+            **(drafts or {}),
+        },
+        fields={name: trigger_form.fields(schema) for name, schema in schemas.items()},
+        recent={i.name: trigger_form.recent(store(), i.name) for i in infos},
+        backfills=service.backfills() if service is not None else [],
         errors=errors or {},
         import_errors=actions.import_errors(),
         now=time.time(),
     )
+
+
+def _untyped(schema: dict[str, Any], defaults: dict[str, Any]) -> str:
+    typed = set(schema.get("properties") or {})
+    return pretty_json({k: v for k, v in defaults.items() if k not in typed})
 
 
 @bp.get("/schedules")
@@ -40,7 +55,11 @@ def index() -> str:
 def trigger(name: str) -> BaseResponse | tuple[str, int]:
     text = request.form.get("params", "")
     try:
-        workflow_id = actions.trigger(name, actions.parse_params(text), "manual")
+        service = scheduler_service()
+        schema = service.params_schema(name) if service is not None else {}
+        typed = trigger_form.params_from(request.form, schema)
+        params = {**typed, **actions.parse_params(text)}
+        workflow_id = actions.trigger(name, params, "manual")
     except Exception as error:
         answer = http_error(error)
         if answer is None or answer.status in (404, 503):

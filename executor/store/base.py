@@ -24,10 +24,19 @@ from executor.status import TaskStatus, WorkflowStatus
 from executor.store.leases import LEASE_TTL
 from executor.store.records import (
     Admission,
+    BackfillRecord,
     Checkpoint,
     EventRecord,
     NewTask,
+    NotificationRecord,
+    NotifyRoute,
+    PoolRecord,
     QueueLimits,
+    Rate,
+    Rerun,
+    RunAlerts,
+    SlotWait,
+    TaskAttempt,
     TaskLog,
     TaskRecord,
     WorkflowRecord,
@@ -77,8 +86,19 @@ class Store(ABC):
         ttl: float = LEASE_TTL,
         max_active: int | None = None,
         queue: QueueLimits | None = None,
+        code_version: str | None = None,
+        forked_from: str | None = None,
+        alerts: RunAlerts | None = None,
+        timeout_s: float | None = None,
     ) -> bool:
         """Insert a workflow and its tasks; False (and nothing written) if the id exists.
+        ``timeout_s`` is how long the run may take (its owner enforces it).
+        ``code_version`` is the version of the code its graph was built from;
+        ``forked_from`` the run it was forked from.
+        ``alerts`` are a registered run's notification routes, written with it, and its
+        deadline: its outcome (``finish``, ``finish_many``, the output task's
+        ``task_finished``) then writes the outbox rows of its event in the outcome's own
+        transaction, and ``task_retrying`` those of a retry.
 
         With ``owner`` the workflow is created RUNNING under that owner's lease, which
         spares the owner an ``acquire``; otherwise it is PENDING with no owner.
@@ -108,10 +128,11 @@ class Store(ABC):
         limit: int | None = None,
         before: tuple[float, str] | None = None,
         id_prefix: str | None = None,
+        code_version: str | None = None,
     ) -> list[WorkflowRecord]:
         """Workflows newest first, filtered by status as readers see it (RESUMABLE
-        included), name and id prefix. ``before`` is the (created_at, workflow_id) of the
-        last record of the previous page."""
+        included), name, id prefix and code version. ``before`` is the (created_at,
+        workflow_id) of the last record of the previous page."""
 
     @abstractmethod
     def count_by_status(self) -> dict[str, int]:
@@ -187,6 +208,46 @@ class Store(ABC):
     def delete_workflow(self, workflow_id: str) -> None:
         """Remove the workflow with its tasks, checkpoints, events and logs; raises
         ``WorkflowNotFoundError``. Blobs are the caller's to delete."""
+
+    # ------------------------------------------------------------------- reruns
+
+    @abstractmethod
+    def rerun(self, workflow_id: str, change: Rerun) -> None:
+        """Apply ``change`` in one transaction and leave the workflow RESUMABLE with no
+        owner, for the caller to resume (or recovery, if the caller dies first): the
+        rows of the tasks that run again are kept as earlier attempts
+        (``task_attempts``) and their checkpoints dropped; a new graph replaces the
+        stored one; tasks kept across new code keep the version they ran with. Raises
+        ``WorkflowNotFoundError``, and ``WorkflowStillActiveError`` while a live owner
+        runs it."""
+
+    @abstractmethod
+    def fork_workflow(
+        self,
+        origin_id: str,
+        workflow_id: str,
+        name: str,
+        graph: bytes | None,
+        graph_blob: str | None,
+        output_task_id: str,
+        new_tasks: Sequence[NewTask],
+        copied: Sequence[TaskRecord],
+        checkpoints: dict[str, Checkpoint],
+        user_metadata: dict[str, Any],
+        owner: str,
+        code_version: str | None = None,
+    ) -> bool:
+        """Create a workflow forked from ``origin_id``, leased to ``owner``, in one
+        transaction: its tasks (``new_tasks``), the rows of those ``copied`` finished,
+        and ``checkpoints`` (by task id). False (nothing written) if the id exists."""
+
+    @abstractmethod
+    def forks(self, workflow_id: str) -> list[str]:
+        """The ids of the workflows forked from this one, oldest first."""
+
+    @abstractmethod
+    def task_attempts(self, workflow_id: str, task_id: str | None = None) -> list[TaskAttempt]:
+        """Earlier attempts of the workflow's tasks (or one task's), oldest first per task."""
 
     # --------------------------------------------------------------------- tasks
 
@@ -266,6 +327,24 @@ class Store(ABC):
         log: tuple[float, str] | None = None,
     ) -> None:
         """Mark a task FAILED with its error text; ``log`` as in ``task_finished``."""
+
+    @abstractmethod
+    def task_backoff(
+        self,
+        workflow_id: str,
+        task_id: str,
+        error: str,
+        started_at: float,
+        attempts_delta: int,
+        wake_at: float,
+        next_attempt: int,
+        max_attempts: int,
+        log: tuple[float, str] | None = None,
+    ) -> None:
+        """Mark a task RETRYING: an attempt failed with ``error`` and attempt
+        ``next_attempt`` (of ``max_attempts``) starts at ``wake_at``, which is stored as
+        the task's ``wake_at`` (a resume waits only what is left). A task whose finish is
+        recorded is left alone; ``log`` as in ``task_finished``."""
 
     @abstractmethod
     def set_task_status(
@@ -352,3 +431,199 @@ class Store(ABC):
     @abstractmethod
     def waiting_tasks(self, workflow_ids: Sequence[str]) -> Iterator[tuple[str, str]]:
         """(workflow_id, task_id) of the WAITING tasks of these workflows."""
+
+    # ------------------------------------------------------------- notifications
+
+    @abstractmethod
+    def task_retrying(
+        self,
+        workflow_id: str,
+        task_id: str,
+        attempt_started_at: float,
+        error: str,
+        log_text: str,
+    ) -> None:
+        """A task's attempt failed and it runs again: save the attempt's log (if any) and
+        put a ``retry`` event for the run's retry routes in the outbox, in one
+        transaction. Idempotent by (task, attempt start, notifier)."""
+
+    @abstractmethod
+    def deadline_missed(
+        self,
+        workflow_id: str,
+        name: str,
+        deadline_at: float,
+        routes: Sequence[NotifyRoute],
+        status: str | None,
+    ) -> None:
+        """Put a ``deadline_missed`` event in the outbox for each route, whether or not the
+        run exists (a tick that never started misses its deadline too). Idempotent by
+        (run, deadline, notifier): scheduler replicas may both report it."""
+
+    @abstractmethod
+    def claim_notifications(
+        self,
+        owner: str,
+        limit: int,
+        lease: float,
+        callbacks_of: Sequence[str] = (),
+        skip_notifiers: Sequence[str] = (),
+    ) -> list[NotificationRecord]:
+        """Claim up to ``limit`` pending notifications that are due, oldest due first,
+        for ``lease`` seconds (another claimer skips them meanwhile; an expired claim is
+        due again). Python callbacks (``callback:`` targets) only of the schedules named
+        in ``callbacks_of``; none of the notifiers in ``skip_notifiers``."""
+
+    @abstractmethod
+    def notification_delivered(self, notification_id: int, owner: str) -> bool:
+        """Mark a claimed notification delivered; False if ``owner`` no longer holds it."""
+
+    @abstractmethod
+    def notification_failed(
+        self, notification_id: int, owner: str, error: str, retry_at: float | None
+    ) -> bool:
+        """Record a failed attempt: due again at ``retry_at``, or given up (``failed``)
+        when it is None. False if ``owner`` no longer holds the claim."""
+
+    @abstractmethod
+    def release_notifications(self, owner: str, notification_ids: Sequence[int]) -> None:
+        """Give up ``owner``'s claims on these notifications unattempted: due again now."""
+
+    @abstractmethod
+    def list_notifications(self, workflow_id: str) -> list[NotificationRecord]:
+        """The run's notifications, oldest first (also those of a run that never
+        started: a missed deadline)."""
+
+    @abstractmethod
+    def notification_stats(self) -> tuple[dict[str, int], int]:
+        """Notifications by state, and the failed delivery attempts of all of them."""
+
+    @abstractmethod
+    def open_deadlines(self) -> list[tuple[str, float]]:
+        """(workflow_id, deadline_at) of the active runs that have a deadline."""
+
+    # ----------------------------------------------------------------- backfills
+
+    @abstractmethod
+    def create_backfill(
+        self,
+        name: str,
+        workflow_ids: Sequence[str],
+        start_at: float,
+        end_at: float,
+        params: dict[str, Any],
+        max_active: int | None,
+        rerun_failed: bool,
+    ) -> BackfillRecord:
+        """Store a backfill of ``name``'s runs ``workflow_ids`` (in the order they are to
+        start), RUNNING. Ticks whose run exists are skipped, or, with ``rerun_failed``,
+        queued to be resumed if it FAILED; the rest are queued to be created."""
+
+    @abstractmethod
+    def get_backfill(self, backfill_id: str) -> BackfillRecord | None:
+        """The backfill with its progress; None for an unknown id."""
+
+    @abstractmethod
+    def list_backfills(self, name: str | None = None, limit: int = 100) -> list[BackfillRecord]:
+        """Backfills newest first (of one schedule, given ``name``), with their progress."""
+
+    @abstractmethod
+    def set_backfill_state(
+        self, backfill_id: str, state: str, allowed_from: Sequence[str]
+    ) -> BackfillRecord | None:
+        """Move the backfill to ``state`` if it is in one of ``allowed_from``; returns it
+        as it is now (unchanged if it was not), or None for an unknown id."""
+
+    @abstractmethod
+    def claim_backfills(self, owner: str, names: Sequence[str], ttl: float) -> list[BackfillRecord]:
+        """Take or renew the lease on the backfills of these schedules that need driving
+        (running, canceling) and that no live owner holds; returns those ``owner`` holds."""
+
+    @abstractmethod
+    def backfill_ticks(
+        self, backfill_id: str, states: Sequence[str], limit: int | None = None
+    ) -> list[tuple[int, str, str]]:
+        """(seq, workflow_id, state) of its ticks in these states, in start order."""
+
+    @abstractmethod
+    def backfill_active(self, backfill_id: str) -> list[str]:
+        """The ids of its runs that are RUNNING or PENDING."""
+
+    @abstractmethod
+    def backfill_tick_done(self, backfill_id: str, seq: int, state: str) -> None:
+        """Record what became of a tick (``started`` or ``skipped``)."""
+
+    # -------------------------------------------------------------------- pools
+
+    @abstractmethod
+    def set_pool(self, name: str, slots: int, rate: Rate | None) -> PoolRecord:
+        """Create a concurrency pool, or replace its limits; returns it. A change holds
+        for the next slot taken or granted (tasks running keep theirs)."""
+
+    @abstractmethod
+    def get_pool(self, name: str) -> PoolRecord:
+        """A pool with its slots used and tasks queued now; raises ``PoolNotFoundError``."""
+
+    @abstractmethod
+    def list_pools(self) -> list[PoolRecord]:
+        """Every pool, by name, as ``get_pool`` gives it."""
+
+    @abstractmethod
+    def missing_pools(self, names: Sequence[str]) -> set[str]:
+        """Those of these pool names that no pool has."""
+
+    @abstractmethod
+    def try_slot(
+        self, pool: str, workflow_id: str, task_id: str, priority: int, owner: str, ttl: float
+    ) -> bool:
+        """Take a slot of ``pool`` for the task, leased to ``owner`` for ``ttl`` seconds,
+        if one is free, no live waiter of at least ``priority`` is in line, and the pool's
+        rate allows a start now; True if the task holds a slot (also when it held one
+        already: granted by ``grant_slots``, or by its own earlier try, which ``owner``
+        now takes over). False takes nothing. Raises ``PoolNotFoundError``."""
+
+    @abstractmethod
+    def queue_for_slot(
+        self, pool: str, workflow_id: str, task_id: str, priority: int, owner: str, ttl: float
+    ) -> bool:
+        """Put the task in ``pool``'s line (highest priority first, then first come; a
+        task queued before keeps its place) for ``owner`` to grant, and mark it QUEUED;
+        ``owner`` renews the lease while it waits. True, and nothing written, if the task
+        holds a slot already. Raises ``PoolNotFoundError``."""
+
+    @abstractmethod
+    def grant_slots(
+        self, pool: str, owner: str, ttl: float
+    ) -> tuple[list[tuple[str, str]], float | None]:
+        """Grant the pool's free slots (within its rate) to the head of its line, those
+        waiters of it that ``owner`` queued (the others keep their place: their owners
+        grant them). Returns their (workflow_id, task_id), now holding a slot leased to
+        ``owner`` and PENDING again with their wait added to ``queued_s``; and, when the
+        rate holds back a free slot, the time the next start may happen (else None)."""
+
+    @abstractmethod
+    def release_slot(self, pool: str, workflow_id: str, task_id: str) -> bool:
+        """Give the task's slot (or place in line) back; True if live waiters remain in
+        the pool's line (someone should ``grant_slots``)."""
+
+    @abstractmethod
+    def release_slots(self, workflow_id: str, owner: str | None = None) -> None:
+        """Give back every slot and place in line of the workflow's tasks (only those
+        leased to ``owner``, when given)."""
+
+    @abstractmethod
+    def renew_slots(self, owner: str, ttl: float) -> None:
+        """Extend the leases of the slots and places in line ``owner`` holds."""
+
+    @abstractmethod
+    def slot_waits(self, workflow_id: str) -> dict[str, SlotWait]:
+        """The workflow's tasks waiting in a pool's line: task_id -> pool and how many
+        live waiters stand ahead."""
+
+    @abstractmethod
+    def count(self, counts: dict[str, int]) -> None:
+        """Add to counters that only grow (``task_timeouts``, ``task_retries``)."""
+
+    @abstractmethod
+    def counters(self) -> dict[str, int]:
+        """Every counter's value."""

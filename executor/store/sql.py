@@ -17,13 +17,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from executor.errors import InvalidInputError
+from executor.store.alerts import AlertStore
+from executor.store.backfills import BackfillStore
 from executor.store.base import Store
 from executor.store.mailbox import MailboxStore
+from executor.store.pools import PoolStore
+from executor.store.reruns import RerunStore
 from executor.store.statements import STATEMENTS, Statements, Tables
-from executor.store.workflows import WorkflowStore
 
 
-class SqlStore(WorkflowStore, MailboxStore, Store):
+class SqlStore(RerunStore, MailboxStore, AlertStore, BackfillStore, PoolStore, Store):
     """Durable state in SQLite or PostgreSQL; see ``base.Store`` for the contract."""
 
     #: The subclass for each database backend, by SQLAlchemy's backend name.

@@ -37,6 +37,15 @@ class Tables:
     task_logs: sa.Table
     settings: sa.Table
     task_names: sa.Table
+    task_attempts: sa.Table
+    notify_routes: sa.Table
+    outbox: sa.Table
+    backfills: sa.Table
+    backfill_ticks: sa.Table
+    pools: sa.Table
+    pool_slots: sa.Table
+    pool_starts: sa.Table
+    counters: sa.Table
 
     @classmethod
     def of(cls, metadata: sa.MetaData) -> Tables:
@@ -71,6 +80,29 @@ FINISHED = (TaskStatus.SUCCESSFUL.value, TaskStatus.CONTINUED.value)
 
 #: Workflow columns bound on insert, as ``w_<column key>``.
 WORKFLOW_ROW = "w_"
+
+#: A run's outcome (its status) -> the notification event it is.
+OUTCOME_EVENTS = {
+    WorkflowStatus.FAILED.value: "failure",
+    WorkflowStatus.SUCCESSFUL.value: "success",
+}
+#: The outbox columns an alert's INSERT ... SELECT fills, in order.
+ALERT_COLUMNS = [
+    "workflow_id",
+    "name",
+    "event",
+    "subject",
+    "occurrence",
+    "notifier",
+    "target",
+    "status",
+    "error",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "delivered_at",
+]
 
 
 def _p(name: str, **kw: Any) -> sa.BindParameter[Any]:
@@ -192,9 +224,79 @@ class Statements:
         self.name_lock = sa.select(
             sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(_p("key"), 0))
         )
+        r, o = tables.notify_routes, tables.outbox
+        self.insert_routes = self.insert(r).values(
+            workflow_id=_p("workflow"),
+            event=_p("r_event"),
+            notifier=_p("r_key"),
+            target=_p("r_target"),
+        )
+        #: A run's outcome into the outbox: a row per route of its event, for the run whose
+        #: outcome was just written (``ended``: its end time, as the outcome wrote it; a
+        #: batch of outcomes runs it for each, and an outcome not written matches none).
+        run = sa.select(*_ended_columns(w)).where(
+            w.c.workflow_id == _p("workflow"), w.c.ended_at == _p("ended")
+        )
+        self.alert_outcome = self.alerts(run.subquery("run"))
+        #: A task's failed attempt that is retried: a ``retry`` event for the routes of it.
+        retried = (
+            sa.select(
+                w.c.workflow_id,
+                w.c.name,
+                r.c.event,
+                _p("task").label("subject"),
+                _p("a_started").label("occurrence"),
+                r.c.notifier,
+                r.c.target,
+                w.c.status,
+                _p("a_error").label("error"),
+                *self._pending(_p("a_now")),
+            )
+            .join_from(w, r, r.c.workflow_id == w.c.workflow_id)
+            .where(w.c.workflow_id == _p("workflow"), r.c.event == "retry")
+        )
+        self.alert_retry = (
+            self.insert(o).from_select(ALERT_COLUMNS, retried).on_conflict_do_nothing()
+        )
+        self.pools = PoolStatements(tables, dialect)
         self.direct = DirectForms(self) if dialect == "postgresql" else None
 
     # Parts shared by the statements above and their one-statement forms.
+
+    def alerts(self, run: Any) -> Any:
+        """The outbox rows of an outcome: ``run`` is a selectable of the workflow rows that
+        just ended (its columns named as the table's), each joined to the routes of its
+        outcome's event (none for CANCELED)."""
+        r, o = self.tables.notify_routes, self.tables.outbox
+        event = sa.case(OUTCOME_EVENTS, value=run.c.status)
+        rows = (
+            sa.select(
+                run.c.workflow_id,
+                run.c.name,
+                r.c.event,
+                sa.literal("").label("subject"),
+                sa.func.coalesce(run.c.started_at, run.c.created_at).label("occurrence"),
+                r.c.notifier,
+                r.c.target,
+                run.c.status,
+                run.c.error,
+                *self._pending(run.c.ended_at),
+            )
+            .join_from(run, r, r.c.workflow_id == run.c.workflow_id)
+            .where(r.c.event == event)
+        )
+        return self.insert(o).from_select(ALERT_COLUMNS, rows).on_conflict_do_nothing()
+
+    @staticmethod
+    def _pending(now: Any) -> list[Any]:
+        """The delivery columns of a new outbox row (``ALERT_COLUMNS``' last five)."""
+        return [
+            sa.literal("pending").label("state"),
+            sa.literal(0).label("attempts"),
+            now.label("next_attempt_at"),
+            now.label("created_at"),
+            sa.null().label("delivered_at"),
+        ]
 
     @staticmethod
     def _one_task(t: sa.Table) -> sa.Update:
@@ -242,6 +344,14 @@ class Statements:
         }
 
 
+def _ended_columns(w: sa.Table) -> list[sa.Column[Any]]:
+    """What an outcome's UPDATE returns for ``Statements.alerts``."""
+    return [w.c[key] for key in ("workflow_id", "name", "status", "error", "started_at")] + [
+        w.c.created_at,
+        w.c.ended_at,
+    ]
+
+
 def _any(name: str) -> Any:
     """``= ANY(<array parameter>)``: PostgreSQL's list membership, one parameter."""
     return sa.any_(_p(name, type_=postgresql.ARRAY(sa.Text)))
@@ -269,7 +379,7 @@ class DirectForms:
     """
 
     def __init__(self, s: Statements) -> None:
-        w, t = s.tables.workflows, s.tables.tasks
+        w, t, o = s.tables.workflows, s.tables.tasks, s.tables.outbox
         checkpoint = s.insert_checkpoint.cte("checkpoint")
         first = sa.exists(sa.select(checkpoint.c.task_id))
         finished = s.finish_task.where(first)
@@ -285,16 +395,25 @@ class DirectForms:
             .where(t.c.workflow_id == _p("workflow"), t.c.task_id == _any("completes"), first)
             .values(s._completed(t))
         )
-        self.finish_task = DirectStatement.compile(
+        #: The outcome goes into the outbox in the same statement (``alerted``): nothing
+        #: but an index probe of the routes for a run that has none.
+        succeeded = (
             w.update()
             .where(w.c.workflow_id == _p("workflow"), w.c.status == WorkflowStatus.RUNNING.value)
             .where(w.c.output_task_id == _any("outputs"), first)
             .values(s._workflow_succeeded(w))
-            .returning(sa.literal_column("1"))
+            .returning(*_ended_columns(w))
+            .cte("succeeded")
+        )
+        self.finish_task = DirectStatement.compile(
+            sa.select(sa.literal_column("1"))
+            .select_from(succeeded)
             .add_cte(
                 checkpoint,
                 finished.returning(t.c.task_id).cte("finished"),
                 completed.returning(t.c.task_id).cte("completed"),
+                succeeded,
+                s.alerts(succeeded).returning(o.c.notification_id).cte("alerted"),
             )
         )
         self.finished_tasks = DirectStatement.compile(
@@ -304,20 +423,28 @@ class DirectForms:
         )
         #: ``finish_many``: the outcomes travel as one JSON array (``outcomes``) of
         #: [workflow id, status, output preview, error, ended at].
-        o = _json_rows("outcomes", "o")
-        self.finish_outcomes = DirectStatement.compile(
+        rows = _json_rows("outcomes", "o")
+        ended = (
             w.update()
-            .where(w.c.workflow_id == _field(o, 0), w.c.owner == _p("by"))
+            .where(w.c.workflow_id == _field(rows, 0), w.c.owner == _p("by"))
             .values(
                 {
-                    w.c.status: _field(o, 1),
-                    w.c.output_preview: _field(o, 2),
-                    w.c.error: _field(o, 3),
-                    w.c.ended_at: sa.cast(_field(o, 4), sa.Float),
+                    w.c.status: _field(rows, 1),
+                    w.c.output_preview: _field(rows, 2),
+                    w.c.error: _field(rows, 3),
+                    w.c.ended_at: sa.cast(_field(rows, 4), sa.Float),
                     w.c.owner: None,
                     w.c.lease_expires_at: None,
                 }
             )
+            .returning(*_ended_columns(w))
+            .cte("ended")
+        )
+        #: ... and their events into the outbox.
+        self.finish_outcomes = DirectStatement.compile(
+            sa.select(sa.func.count())
+            .select_from(ended)
+            .add_cte(ended, s.alerts(ended).returning(o.c.notification_id).cte("alerted"))
         )
         #: ``create_workflow``: the workflow's row and, only if it is new, its tasks,
         #: which travel as one JSON array (``tasks``) of ``json_task_row``s. One JSON
@@ -345,7 +472,7 @@ class DirectForms:
 
 
 #: A task's fields in ``DirectForms.create_workflow``'s JSON rows, in order.
-TASK_FIELDS = ("task_id", "seq", "name", "parent_task_id", "upstream", "user_metadata")
+TASK_FIELDS = ("task_id", "seq", "name", "parent_task_id", "upstream", "user_metadata", "pool")
 
 
 def json_task_row(task: NewTask, seq: int) -> list[Any]:
@@ -357,8 +484,160 @@ def json_task_row(task: NewTask, seq: int) -> list[Any]:
         "parent_task_id": task.parent_task_id,
         "upstream": dump_json(task.upstream),
         "user_metadata": dump_json(task.user_metadata),
+        "pool": task.pool,
     }
     return [row[field] for field in TASK_FIELDS]
+
+
+#: A pool slot's states (``gnomon_pool_slots.state``): held (a lease), or queued (in line).
+HELD, QUEUED = "held", "queued"
+
+
+class PoolStatements:
+    """The pools' hot path: a pooled task taking a free slot when it starts, and giving
+    it back when it ends (parameters ``s_*``). A pool's ``used`` counts its ``held``
+    rows: these statements change both together, by exact steps."""
+
+    def __init__(self, tables: Tables, dialect: str) -> None:
+        p, s, starts = tables.pools, tables.pool_slots, tables.pool_starts
+        in_pool = s.c.pool == _p("s_pool")
+        #: The task's own row.
+        self.key = sa.and_(
+            in_pool, s.c.workflow_id == _p("s_workflow"), s.c.task_id == _p("s_task")
+        )
+        live = s.c.lease_expires_at > _p("s_now")
+        #: Whether a live waiter of at least the task's priority stands in line.
+        ahead = (
+            sa.exists()
+            .where(in_pool, s.c.state == QUEUED, live, s.c.priority >= _p("s_priority"))
+            .where(sa.not_(self.key))
+        )
+        #: A free slot, taken by a task with no row in the pool yet when nobody it must
+        #: let go first waits: ``used`` goes up by one (PostgreSQL re-checks ``used <
+        #: slots`` on the locked row, so two never take the last slot). Rate-limited
+        #: pools take the long way (``PoolStore``).
+        self.take = (
+            p.update()
+            .where(p.c.name == _p("s_pool"), p.c.used < p.c.slots, p.c.rate_limit.is_(None))
+            .where(~sa.exists().where(self.key), ~ahead)
+            .values(used=p.c.used + 1)
+            .returning(p.c.name)
+        )
+        self.insert_held = s.insert().values(
+            pool=_p("s_pool"),
+            workflow_id=_p("s_workflow"),
+            task_id=_p("s_task"),
+            state=HELD,
+            priority=_p("s_priority"),
+            seq=_p("s_seq"),
+            owner=_p("s_owner"),
+            lease_expires_at=_p("s_lease"),
+        )
+        limits = sa.select(p.c.slots, p.c.rate_limit, p.c.rate_period).where(
+            p.c.name == _p("s_pool")
+        )
+        #: The pool's limits, its row locked until the transaction ends (on PostgreSQL;
+        #: SQLite's write transactions exclude each other already).
+        self.limits = limits.with_for_update() if dialect == "postgresql" else limits
+        #: The task's own row's state (None, held or queued), and whether someone it must
+        #: let go first waits.
+        self.outlook = sa.select(
+            sa.select(s.c.state).where(self.key).scalar_subquery().label("mine"),
+            ahead.label("ahead"),
+        )
+        #: Every holder of the pool, to find those whose process is gone.
+        self.holders = sa.select(
+            s.c.workflow_id, s.c.task_id, s.c.owner, s.c.lease_expires_at
+        ).where(in_pool, s.c.state == HELD)
+        self.drop_holder = s.delete().where(self.key, s.c.owner == _p("s_owner"))
+        self.hold = (
+            s.update()
+            .where(self.key)
+            .values(state=HELD, owner=_p("s_owner"), lease_expires_at=_p("s_lease"))
+        )
+        #: ``used`` counted again from the rows (after the long way changed them).
+        self.recount = (
+            p.update()
+            .where(p.c.name == _p("s_pool"))
+            .values(
+                used=sa.select(sa.func.count())
+                .select_from(s)
+                .where(in_pool, s.c.state == HELD)
+                .scalar_subquery()
+            )
+        )
+        #: The task's slot (or place in line) goes back; then, whether anyone waits.
+        self.release = s.delete().where(self.key).returning(s.c.state)
+        self.uncount = (
+            p.update().where(p.c.name == _p("s_pool"), p.c.used > 0).values(used=p.c.used - 1)
+        )
+        self.waiting = sa.select(
+            sa.exists().where(in_pool, s.c.state == QUEUED, live).label("waiting")
+        )
+        #: Rate-limited pools: the starts in the window, as a sliding log.
+        self.prune_starts = starts.delete().where(
+            starts.c.pool == _p("s_pool"), starts.c.started_at <= _p("s_window")
+        )
+        self.recent_starts = (
+            sa.select(starts.c.started_at)
+            .where(starts.c.pool == _p("s_pool"))
+            .order_by(starts.c.started_at)
+        )
+        self.insert_start = starts.insert().values(
+            pool=_p("s_pool"),
+            workflow_id=_p("s_workflow"),
+            task_id=_p("s_task"),
+            started_at=_p("s_now"),
+        )
+        #: PostgreSQL's one-statement forms of taking and giving back a slot.
+        self.direct_take: DirectStatement | None = None
+        self.direct_release: DirectStatement | None = None
+        if dialect == "postgresql":
+            took = self.take.cte("took")
+            self.direct_take = DirectStatement.compile(
+                s.insert()
+                .from_select(
+                    [s.c[name] for name in HELD_ROW],
+                    sa.select(*_held_row()).select_from(took),
+                )
+                .returning(s.c.task_id)
+            )
+            gone = self.release.cte("gone")
+            freed = (
+                p.update()
+                .where(p.c.name == _p("s_pool"), p.c.used > 0)
+                .where(sa.exists().where(gone.c.state == HELD))
+                .values(used=p.c.used - 1)
+            )
+            self.direct_release = DirectStatement.compile(
+                self.waiting.add_cte(gone, freed.cte("freed"))
+            )
+
+
+#: The columns of a held row, and the parameters ``PoolStatements.take`` fills them with.
+HELD_ROW = (
+    "pool",
+    "workflow_id",
+    "task_id",
+    "state",
+    "priority",
+    "seq",
+    "owner",
+    "lease_expires_at",
+)
+
+
+def _held_row() -> list[Any]:
+    return [
+        _p("s_pool", type_=sa.String),
+        _p("s_workflow", type_=sa.String),
+        _p("s_task", type_=sa.String),
+        sa.literal(HELD, sa.String),
+        _p("s_priority", type_=sa.Integer),
+        _p("s_seq", type_=sa.BigInteger),
+        _p("s_owner", type_=sa.String),
+        _p("s_lease", type_=sa.Float),
+    ]
 
 
 #: The statements over the real schema, built and compiled at import.

@@ -14,14 +14,23 @@ from executor.errors import TaskNotFoundError, WorkflowNotFoundError
 from executor.status import TaskStatus, WorkflowStatus
 from executor.store.core import SqlCore
 from executor.store.records import Checkpoint, NewTask, TaskLog, TaskRecord, dump_json
+from executor.store.statements import FINISHED
 
 #: Statuses of a task that has not ended: a cancel ends them CANCELED.
-_UNFINISHED = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value, TaskStatus.WAITING.value]
+_UNFINISHED = [
+    TaskStatus.PENDING.value,
+    TaskStatus.RUNNING.value,
+    TaskStatus.WAITING.value,
+    TaskStatus.QUEUED.value,
+    TaskStatus.RETRYING.value,
+]
 #: Statuses a task's row may be moved out of by ``set_task_status``.
 _NOT_DONE = [
     TaskStatus.PENDING.value,
     TaskStatus.RUNNING.value,
     TaskStatus.WAITING.value,
+    TaskStatus.QUEUED.value,
+    TaskStatus.RETRYING.value,
     TaskStatus.FAILED.value,
     TaskStatus.CANCELED.value,
 ]
@@ -53,6 +62,7 @@ class TaskStore(SqlCore):
                     "status": TaskStatus.PENDING.value,
                     "attempts": 0,
                     "user_metadata": dump_json(t.user_metadata),
+                    "pool": t.pool,
                 }
                 for i, t in enumerate(new_tasks)
             ],
@@ -165,7 +175,10 @@ class TaskStore(SqlCore):
             conn.execute(self.sql.complete_tasks, params)
         if params["output"] is None or not graph_output:
             return False  # no stored output (the manager records the outcome), or not it
-        return bool(conn.execute(self.sql.finish_workflow, params).rowcount > 0)
+        if conn.execute(self.sql.finish_workflow, params).rowcount == 0:
+            return False
+        conn.execute(self.sql.alert_outcome, params)  # the outbox, with the outcome
+        return True
 
     def task_continued(
         self,
@@ -265,6 +278,41 @@ class TaskStore(SqlCore):
                         ended_at=self.clock(),
                         attempts=t.c.attempts + attempts_delta,
                         error=error,
+                    )
+                )
+
+        self._retrying(write)
+
+    def task_backoff(
+        self,
+        workflow_id: str,
+        task_id: str,
+        error: str,
+        started_at: float,
+        attempts_delta: int,
+        wake_at: float,
+        next_attempt: int,
+        max_attempts: int,
+        log: tuple[float, str] | None = None,
+    ) -> None:
+        t = self.tables.tasks
+
+        def write() -> None:
+            with self._write() as conn:
+                if log:
+                    self._save_log(conn, workflow_id, task_id, *log)
+                conn.execute(
+                    t.update()
+                    .where(t.c.workflow_id == workflow_id, t.c.task_id == task_id)
+                    .where(t.c.status.not_in(FINISHED))
+                    .values(
+                        status=TaskStatus.RETRYING.value,
+                        started_at=sa.func.coalesce(t.c.started_at, started_at),
+                        attempts=t.c.attempts + attempts_delta,
+                        error=error,
+                        wake_at=wake_at,
+                        next_attempt=next_attempt,
+                        max_attempts=max_attempts,
                     )
                 )
 
@@ -425,4 +473,10 @@ def _task_record(row: Any) -> TaskRecord:
         output_task_id=row.output_task_id,
         user_metadata=json.loads(row.user_metadata or "{}"),
         crashes=row.crashes,
+        code_version=row.code_version,
+        pool=row.pool,
+        wake_at=row.wake_at,
+        next_attempt=row.next_attempt,
+        max_attempts=row.max_attempts,
+        queued_s=row.queued_s,
     )

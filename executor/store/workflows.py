@@ -18,8 +18,15 @@ from executor.errors import (
 )
 from executor.status import HOLDS_SLOT, WorkflowStatus
 from executor.store.leases import LEASE_TTL, lease_lost
-from executor.store.records import Admission, NewTask, QueueLimits, WorkflowRecord, dump_json
-from executor.store.statements import WORKFLOW_ROW, json_task_row
+from executor.store.records import (
+    Admission,
+    NewTask,
+    QueueLimits,
+    RunAlerts,
+    WorkflowRecord,
+    dump_json,
+)
+from executor.store.statements import OUTCOME_EVENTS, WORKFLOW_ROW, json_task_row
 from executor.store.tasks import TaskStore
 
 #: Statuses a reader may see as RESUMABLE when the owner's lease is lost.
@@ -55,7 +62,49 @@ class WorkflowStore(TaskStore):
         ttl: float = LEASE_TTL,
         max_active: int | None = None,
         queue: QueueLimits | None = None,
+        code_version: str | None = None,
+        forked_from: str | None = None,
+        alerts: RunAlerts | None = None,
+        timeout_s: float | None = None,
     ) -> bool:
+        params = self._workflow_row(
+            workflow_id,
+            name,
+            graph,
+            graph_blob,
+            output_task_id,
+            user_metadata,
+            trigger,
+            owner,
+            ttl,
+            code_version,
+            forked_from,
+        )
+        if alerts is not None:
+            params[WORKFLOW_ROW + "deadline_at"] = alerts.deadline_at
+        params[WORKFLOW_ROW + "timeout_s"] = timeout_s
+        limits = queue if queue is not None and queue.limited else None
+        if max_active is None and limits is None:
+            return self._retrying(lambda: self._insert_workflow(params, new_tasks, alerts))
+        return self._retrying(
+            lambda: self._insert_admitted(params, new_tasks, max_active, limits, alerts)
+        )
+
+    def _workflow_row(
+        self,
+        workflow_id: str,
+        name: str,
+        graph: bytes | None,
+        graph_blob: str | None,
+        output_task_id: str,
+        user_metadata: dict[str, Any],
+        trigger: str,
+        owner: str | None,
+        ttl: float,
+        code_version: str | None,
+        forked_from: str | None,
+    ) -> dict[str, Any]:
+        """A new workflow's row, as ``insert_workflow``'s parameters."""
         now = self.clock()
         row = {
             "workflow_id": workflow_id,
@@ -75,29 +124,51 @@ class WorkflowStore(TaskStore):
             "lease_expires_at": now + ttl if owner else None,
             "wake_at": None,
             "queue_seq": None,
+            "code_version": code_version,
+            "forked_from": forked_from,
+            "deadline_at": None,
+            "timeout_s": None,
         }
-        params = {WORKFLOW_ROW + key: value for key, value in row.items()}
-        limits = queue if queue is not None and queue.limited else None
-        if max_active is None and limits is None:
-            return self._retrying(lambda: self._insert_workflow(params, new_tasks))
-        return self._retrying(lambda: self._insert_admitted(params, new_tasks, max_active, limits))
+        return {WORKFLOW_ROW + key: value for key, value in row.items()}
 
-    def _insert_workflow(self, params: dict[str, Any], new_tasks: Sequence[NewTask]) -> bool:
-        if self.direct is not None and new_tasks:  # the form reports a creation by a task row
+    def _insert_workflow(
+        self, params: dict[str, Any], new_tasks: Sequence[NewTask], alerts: RunAlerts | None = None
+    ) -> bool:
+        # The form reports a creation by a task row; a run with alerts writes more rows.
+        if self.direct is not None and new_tasks and alerts is None:
             assert self.sql.direct is not None
             rows = [json_task_row(task, seq) for seq, task in enumerate(new_tasks)]
             params = {**params, "tasks": dump_json(rows)}
             return bool(self._send(self.sql.direct.create_workflow, params))
         with self._write() as conn:
-            return self._insert_workflow_in(conn, params, new_tasks)
+            return self._insert_workflow_in(conn, params, new_tasks, alerts)
 
     def _insert_workflow_in(
-        self, conn: Connection, params: dict[str, Any], new_tasks: Sequence[NewTask]
+        self,
+        conn: Connection,
+        params: dict[str, Any],
+        new_tasks: Sequence[NewTask],
+        alerts: RunAlerts | None = None,
     ) -> bool:
         # ON CONFLICT, not a look first: one round trip fewer on every submit.
         if conn.execute(self.sql.insert_workflow, params).first() is None:
             return False
-        self._insert_tasks(conn, params[WORKFLOW_ROW + "workflow_id"], new_tasks, first_seq=0)
+        workflow_id = params[WORKFLOW_ROW + "workflow_id"]
+        self._insert_tasks(conn, workflow_id, new_tasks, first_seq=0)
+        if alerts is not None and alerts.routes:
+            # With the run: its outcome copies them into the outbox in its own transaction.
+            conn.execute(
+                self.sql.insert_routes,
+                [
+                    {
+                        "workflow": workflow_id,
+                        "r_event": r.event,
+                        "r_key": r.notifier,
+                        "r_target": r.target,
+                    }
+                    for r in alerts.routes
+                ],
+            )
         return True
 
     def _insert_admitted(
@@ -106,6 +177,7 @@ class WorkflowStore(TaskStore):
         new_tasks: Sequence[NewTask],
         max_active: int | None,
         queue: QueueLimits | None,
+        alerts: RunAlerts | None = None,
     ) -> bool:
         """Insert a workflow that needs one of its name's ``max_active`` slots, or one of
         the queue's running slots (else a place in the queue), decided in the insert's
@@ -129,7 +201,7 @@ class WorkflowStore(TaskStore):
                         WORKFLOW_ROW + "queue_seq": _queue_seq(),
                     }
             # Insert, then count: a duplicate id is then a duplicate (False), not "full".
-            if not self._insert_workflow_in(conn, params, new_tasks):
+            if not self._insert_workflow_in(conn, params, new_tasks, alerts):
                 return False
             if max_active is not None:
                 holding = conn.execute(
@@ -330,6 +402,7 @@ class WorkflowStore(TaskStore):
         limit: int | None = None,
         before: tuple[float, str] | None = None,
         id_prefix: str | None = None,
+        code_version: str | None = None,
     ) -> list[WorkflowRecord]:
         w = self.tables.workflows
         query = sa.select(*self._workflow_columns())
@@ -343,6 +416,8 @@ class WorkflowStore(TaskStore):
             query = query.where(w.c.name == name)
         if id_prefix:
             query = query.where(w.c.workflow_id.startswith(id_prefix, autoescape=True))
+        if code_version:
+            query = query.where(w.c.code_version == code_version)
         if before is not None:
             query = query.where(sa.tuple_(w.c.created_at, w.c.workflow_id) < sa.tuple_(*before))
         query = query.order_by(w.c.created_at.desc(), w.c.workflow_id.desc())
@@ -393,6 +468,10 @@ class WorkflowStore(TaskStore):
             lease_expires_at=row.lease_expires_at,
             wake_at=row.wake_at,
             queued=row.queue_seq is not None and row.status == WorkflowStatus.PENDING.value,
+            code_version=row.code_version,
+            forked_from=row.forked_from,
+            deadline_at=row.deadline_at,
+            timeout_s=row.timeout_s,
         )
 
     # ---------------------------------------------------------------- ownership
@@ -472,6 +551,7 @@ class WorkflowStore(TaskStore):
         w = self.tables.workflows
 
         def write() -> bool:
+            ended = self.clock()
             with self._write() as conn:
                 query = w.update().where(w.c.workflow_id == workflow_id)
                 if owner is not None:
@@ -481,12 +561,16 @@ class WorkflowStore(TaskStore):
                         status=status.value,
                         output_preview=output_preview,
                         error=error,
-                        ended_at=self.clock(),
+                        ended_at=ended,
                         owner=None,
                         lease_expires_at=None,
                     )
                 )
-                return bool(result.rowcount == 1)
+                if result.rowcount != 1:
+                    return False
+                if status.value in OUTCOME_EVENTS:  # the outbox, with the outcome
+                    conn.execute(self.sql.alert_outcome, {"workflow": workflow_id, "ended": ended})
+                return True
 
         return self._retrying(write)
 
@@ -522,6 +606,13 @@ class WorkflowStore(TaskStore):
                     for workflow_id, status, output_preview, error, ended in rows
                 ],
             )
+            alerted = [
+                {"workflow": workflow_id, "ended": ended}
+                for workflow_id, status, _, _, ended in rows
+                if status in OUTCOME_EVENTS
+            ]
+            if alerted:  # the outbox, with the outcomes (those that were this owner's)
+                conn.execute(self.sql.alert_outcome, alerted)
 
     def set_status(self, workflow_id: str, status: WorkflowStatus) -> None:
         w = self.tables.workflows
@@ -541,7 +632,17 @@ class WorkflowStore(TaskStore):
 
         def delete() -> None:
             with self._write() as conn:
-                for table in (t.checkpoints, t.tasks, t.events, t.task_logs, t.task_names):
+                for table in (
+                    t.checkpoints,
+                    t.tasks,
+                    t.events,
+                    t.task_logs,
+                    t.task_names,
+                    t.task_attempts,
+                    t.notify_routes,
+                    t.outbox,
+                    t.pool_slots,
+                ):
                     conn.execute(table.delete().where(table.c.workflow_id == workflow_id))
                 result = conn.execute(
                     t.workflows.delete().where(t.workflows.c.workflow_id == workflow_id)

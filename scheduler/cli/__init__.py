@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from scheduler.cli import db, schedules, up, workflows
+from scheduler.cli import backfills, db, pools, recovery, schedules, up, workflows
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,7 +20,15 @@ def cli() -> None:
     """Gnomon: durable workflows on Ray, with a scheduler and a dashboard."""
 
 
-for command in [*workflows.COMMANDS, *schedules.COMMANDS, up.up, db.db]:
+for command in [
+    *workflows.COMMANDS,
+    *recovery.COMMANDS,
+    *schedules.COMMANDS,
+    *pools.COMMANDS,
+    *backfills.COMMANDS,
+    up.up,
+    db.db,
+]:
     cli.add_command(command)
 
 

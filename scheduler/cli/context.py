@@ -23,6 +23,7 @@ from executor.errors import (
 )
 from executor.store import SqlStore
 from scheduler.errors import (
+    BackfillNotFoundError,
     InvalidScheduleError,
     InvalidTargetError,
     RunExistsError,
@@ -43,6 +44,7 @@ USAGE_ERRORS = (
     InvalidScheduleError,
     InvalidTargetError,
     RunExistsError,
+    BackfillNotFoundError,
 )
 
 

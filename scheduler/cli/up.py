@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -16,8 +17,10 @@ from typing import Any
 import click
 
 from executor.config import DATA_DIR
+from scheduler.alerts import check_notifier, default_notifiers
 from scheduler.cli.context import Context, database_options
-from scheduler.loader import load_dags, load_examples
+from scheduler.errors import InvalidTargetError, ScheduleNotFoundError
+from scheduler.loader import DagsFolder, load_examples
 from scheduler.registry import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,8 @@ TOKEN_FILE = DATA_DIR / "api_token"
 #: supervisor's usual grace period (Docker waits 10 s by default; compose and Kubernetes
 #: give gnomon more), so a stop is never a SIGKILL.
 STOP_SECONDS = 10.0
+#: Seconds between looks at the dags folders for edited, added and removed files.
+RELOAD_SECONDS = float(os.environ.get("GNOMON_DAGS_RELOAD_SECONDS", "1"))
 
 
 @click.command()
@@ -43,12 +48,27 @@ STOP_SECONDS = 10.0
     help="Import every module in DIR and schedule what it registers.",
 )
 @click.option("--examples", is_flag=True, help="Register the bundled example workflows.")
+@click.option(
+    "--notify",
+    "notify",
+    multiple=True,
+    metavar="URL",
+    help="Notifier for every schedule (webhook+https://, slack+https://, mailto:); "
+    "repeatable; adds to $GNOMON_NOTIFY.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Dashboard address.")
 @click.option(
     "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Dashboard port."
 )
 @database_options(needs_ray=True)
-def up(gn: Context, dags: tuple[str, ...], examples: bool, host: str, port: int) -> None:
+def up(
+    gn: Context,
+    dags: tuple[str, ...],
+    examples: bool,
+    notify: tuple[str, ...],
+    host: str,
+    port: int,
+) -> None:
     """Start (or join) Ray, migrate, and run the scheduler and the dashboard.
 
     Stops cleanly on Ctrl-C or SIGTERM. Running workflows are left to the cluster (or,
@@ -56,8 +76,10 @@ def up(gn: Context, dags: tuple[str, ...], examples: bool, host: str, port: int)
     """
     _configure_logging()
     gn.store()  # an unreachable database fails here, before Ray starts
-    for folder in dags:
-        _report(folder, load_dags(folder, REGISTRY))
+    notifiers = [*default_notifiers(), *(check_notifier(url) for url in notify)]
+    folders = [DagsFolder(folder, REGISTRY) for folder in dags]
+    for folder in folders:
+        _report(str(folder.folder), folder.refresh())
     if examples:
         _report("examples", load_examples(REGISTRY))
 
@@ -66,12 +88,19 @@ def up(gn: Context, dags: tuple[str, ...], examples: bool, host: str, port: int)
     from scheduler.service import SchedulerService
 
     gn.workflow(start_node=True)  # joining from a host with no node: one of its own
-    service = SchedulerService(REGISTRY, gn.config.database_url, storage=gn.config.storage)
+    service = SchedulerService(
+        REGISTRY,
+        gn.config.database_url,
+        storage=gn.config.storage,
+        notify=notifiers,
+        base_url=os.environ.get("GNOMON_BASE_URL"),
+    )
     stop = _stop_on_signals()
     service.start()
     server = None
     try:
         server, url = _serve_dashboard(gn, service, host, port)
+        service.dispatcher.base_url = service.dispatcher.base_url or server.url
         address = ray.get_runtime_context().gcs_address
         click.echo(
             f"Gnomon is up: {len(REGISTRY)} schedule(s), database {gn.safe_url}, Ray {address}"
@@ -79,7 +108,7 @@ def up(gn: Context, dags: tuple[str, ...], examples: bool, host: str, port: int)
         click.echo(f"Dashboard: {url}")
         click.echo(f"Other gnomon commands join this Ray with: export RAY_ADDRESS={address}")
         click.echo("Press Ctrl-C to stop.")
-        _wait_for(stop)
+        _wait_for(stop, every=RELOAD_SECONDS, do=lambda: _reload(folders, service))
         click.echo("Stopping...", err=True)
     finally:
         stopped = _exit_unless_stopped(STOP_SECONDS)
@@ -97,6 +126,26 @@ def _configure_logging() -> None:
     )
     for noisy in ("apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _reload(folders: list[DagsFolder], service: Any) -> None:
+    """Pick up edited, added and removed dags files: the scheduler adds, changes and
+    drops jobs to match. Runs already submitted keep the code they started with."""
+    for folder in folders:
+        try:
+            result = folder.refresh()
+        except InvalidTargetError as error:  # the folder itself went away
+            log.warning("%s", error)
+            continue
+        if not (result.modules or result.removed or result.errors):
+            continue
+        _report(str(folder.folder), result)
+        for name in result.removed:
+            with contextlib.suppress(ScheduleNotFoundError):
+                service.remove(name)
+            log.info("Schedule %s is no longer registered", name)
+        if result.modules:
+            service.sync()
 
 
 def _report(source: str, result: Any) -> None:
@@ -142,9 +191,18 @@ def _stop_on_signals() -> _StopRequest:
     return stop
 
 
-def _wait_for(stop: _StopRequest) -> None:
+def _wait_for(stop: _StopRequest, every: float, do: Callable[[], None]) -> None:
+    """Sleep until a stop is requested, calling ``do`` every ``every`` seconds. In the
+    main thread, so a dags file's import is bounded by its ``IMPORT_TIMEOUT`` alarm."""
+    due = time.monotonic() + every
     while not stop.requested:
         time.sleep(0.2)
+        if time.monotonic() >= due and not stop.requested:
+            try:
+                do()
+            except Exception:
+                log.exception("Reloading the dags folders failed")
+            due = time.monotonic() + every
 
 
 def _step(what: str, stop: Callable[[], None]) -> None:

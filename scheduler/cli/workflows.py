@@ -23,7 +23,6 @@ from scheduler.cli.tables import (
 )
 from scheduler.errors import InvalidTargetError
 from scheduler.loader import import_target
-from scheduler.runs import run_metadata
 
 _STATUSES = [status.value for status in WorkflowStatus]
 
@@ -42,7 +41,7 @@ def resolve_target(value: Any, params: dict[str, Any], workflow_id: str | None) 
             "kwargs": {},
             "workflow_id": run.workflow_id,
             "name": schedule.name,
-            "metadata": run_metadata(schedule, run),
+            "metadata": schedule.run_metadata(run),
         }
     name = getattr(value, "__name__", None) or getattr(
         getattr(value, "_function", None), "__name__", None
@@ -71,7 +70,7 @@ def resolve_target(value: Any, params: dict[str, Any], workflow_id: str | None) 
     }
 
 
-def _finish(gn: Context, record: WorkflowRecord, as_json: bool = False) -> None:
+def report_end(gn: Context, record: WorkflowRecord, as_json: bool = False) -> None:
     """Print how a followed run ended; exit 1 unless it succeeded."""
     if record.status == WorkflowStatus.SUCCESSFUL:
         value = gn.workflow().get_output(record.workflow_id)
@@ -130,7 +129,7 @@ def run(
     except KeyboardInterrupt:
         click.echo(f"\nInterrupted. Resume it with: gnomon resume {workflow_id}", err=True)
         raise click.exceptions.Exit(130) from None
-    _finish(gn, record, as_json)
+    report_end(gn, record, as_json)
 
 
 @click.command("list")
@@ -199,7 +198,7 @@ def resume(gn: Context, workflow_id: str | None, resume_all: bool, include_faile
     if workflow_id is not None:
         store.get_workflow(workflow_id)
         ref = gn.workflow().resume_async(workflow_id)
-        _finish(gn, follow(store, workflow_id, ref))
+        report_end(gn, follow(store, workflow_id, ref))
         return
     resumed = gn.workflow().resume_all(include_failed=include_failed)
     if not resumed:

@@ -89,8 +89,24 @@ def test_a_wait_outlives_its_managers_death_with_only_what_is_left(
     time.sleep(max(0.0, attempts(marks)[0] + 1 - time.time()))
     killed_at = time.time()
     ray.kill(find_manager(workflow._config), no_restart=False)
+    # This process would go on creating workflows for the dead manager's owner id (which
+    # read RESUMABLE until the new one takes them): ask for the new one.
+    api._owners.clear()
 
     # Then the second attempt starts when the wait recorded first ends, not 6 s later
     assert ray.get(ref, timeout=60) == 2
     second = attempts(marks)[1]
     assert waiting.wake_at - 0.1 <= second < killed_at + 6.0 - 0.5
+
+
+def test_a_cancel_stops_a_task_waiting_to_retry(workflow, store, marks, workflow_id):
+    policy = api.Retry(max_attempts=3, initial_s=30.0)
+    ref = workflow.run_async(
+        flaky.options(**api.options(retry=policy)).bind(str(marks), 5), workflow_id=workflow_id
+    )
+    eventually(lambda: retrying(store, workflow_id, 2), what="the backoff")
+    workflow.cancel(workflow_id)
+    with pytest.raises(api.WorkflowCancellationError):
+        ray.get(ref, timeout=30)
+    assert store.get_task(workflow_id, TASK).status == TaskStatus.CANCELED
+    assert len(attempts(marks)) == 1

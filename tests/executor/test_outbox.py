@@ -80,13 +80,14 @@ def test_failures_write_one_event_per_notifier_and_cancels_none(store, workflow_
     assert _events(store, stolen) == []
 
 
-def test_a_resumed_run_that_fails_again_notifies_again(store, workflow_id):
+def test_a_resumed_run_that_fails_again_notifies_again(store, workflow_id, monkeypatch):
     _create(store, workflow_id, alerts=RunAlerts((NotifyRoute("failure", HOOK),)))
     assert store.finish(workflow_id, "me", WorkflowStatus.FAILED, error="first")
     assert store.finish(workflow_id, None, WorkflowStatus.FAILED, error="replayed")
     assert len(store.list_notifications(workflow_id)) == 1  # same start: the same event
 
-    store.clock = lambda: 10**10  # a later start
+    # A later start (the session's store is shared: its own clock comes back after).
+    monkeypatch.setattr(store, "clock", lambda: 10**10)
     assert store.acquire(workflow_id, "me")
     assert store.finish(workflow_id, "me", WorkflowStatus.FAILED, error="second")
 

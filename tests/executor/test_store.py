@@ -7,7 +7,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -93,32 +92,6 @@ def test_max_active_holds_across_racing_creators(store, workflow_id):
     assert create(f"{workflow_id}@late") is True
     with pytest.raises(NoFreeSlotError):
         create(f"{workflow_id}@later")
-
-
-class Clock:
-    """A clock a test moves by hand: leases expire without waiting for them."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def clocked(store, clock) -> Iterator[SqlStore]:
-    """A second store on the same database whose leases run by ``clock``."""
-    opened = SqlStore.create(store.url, clock=clock)
-    yield opened
-    opened.dispose()
 
 
 def test_acquire_respects_a_live_lease(clocked, clock, workflow_id):

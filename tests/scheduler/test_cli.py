@@ -319,3 +319,32 @@ def test_up_refuses_bad_setups_in_one_line(tmp_path):
         ["up", "--dags", str(tmp_path / "missing"), "--database-url", f"sqlite:///{tmp_path}/g.db"],
     )
     one_error_line(no_dags, 2, "No dags folder")
+
+
+def test_pool_commands(gnomon):
+    name = f"pool-{uuid.uuid4().hex[:8]}"
+    created = gnomon("pool", "set", name, "--slots", "3", "--rate", "5/s")
+    assert created.exit_code == 0, created.output
+    assert last_line(created.stdout) == f"Created pool {name}: 3 slot(s), rate 5/s (starts)"
+    paused = gnomon("pool", "set", name, "--slots", "0")  # the rate is kept
+    assert last_line(paused.stdout) == f"Set pool {name}: 0 slot(s) (paused), rate 5/s (starts)"
+    assert "RATE" in gnomon("pool", "list").stdout
+    listed = json.loads(gnomon("pool", "list", "--json").stdout)
+    mine = next(item for item in listed if item["name"] == name)
+    assert mine == {
+        "name": name,
+        "slots": 0,
+        "rate": {"limit": 5, "period_s": 1.0},
+        "rate_text": "5/s",
+        "used": 0,
+        "queued": 0,
+    }
+    cleared = json.loads(gnomon("pool", "set", name, "--rate", "none", "--json").stdout)
+    assert (cleared["slots"], cleared["rate"]) == (0, None)
+
+    one_error_line(gnomon("pool", "set", "ware house", "--slots", "3"), 2, "Invalid pool name")
+    one_error_line(gnomon("pool", "set", name, "--rate", "0/s"), 2, "Invalid rate '0/s'")
+    one_error_line(gnomon("pool", "set", name, "--slots", "-1"), 2, "slots must be from 0")
+    missing = gnomon("pool", "set", f"new-{name}", "--rate", "1/min")
+    assert missing.exit_code == 2
+    assert "give it --slots N" in missing.output

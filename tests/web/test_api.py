@@ -17,17 +17,43 @@ from tests.waiting import eventually
 from tests.web import flows
 from tests.web.conftest import seed
 
-WORKFLOW_KEYS = ["id", "name", "status", "trigger", "created_at", "started_at", "ended_at"]
-DETAIL_KEYS = [*WORKFLOW_KEYS, "metadata", "output_preview", "error", "tasks"]
+WORKFLOW_KEYS = [
+    "id",
+    "name",
+    "status",
+    "trigger",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "deadline_at",
+    "late",
+    "code",
+    "forked_from",
+]
+DETAIL_KEYS = [
+    *WORKFLOW_KEYS,
+    "metadata",
+    "output_preview",
+    "error",
+    "tasks",
+    "forks",
+    "earlier_attempts",
+]
 TASK_KEYS = [
     "task_id",
     "name",
     "status",
     "attempts",
+    "code",
     "started_at",
     "ended_at",
     "output_preview",
     "error",
+    "pool",
+    "queued_s",
+    "retry_at",
+    "next_attempt",
+    "max_attempts",
 ]
 
 
@@ -192,7 +218,7 @@ def test_schedules_list_trigger_pause_unpause(make_app, services, name, workflow
     api = make_app(SCHEDULER=service).test_client()
     api.environ_base["HTTP_AUTHORIZATION"] = "Bearer test-token-0123456789"
 
-    listed = [s for s in api.get("/api/v1/schedules").json if s["name"] == name]
+    listed = [s for s in api.get("/api/v1/schedules").json["schedules"] if s["name"] == name]
     assert listed == [
         {
             "name": name,

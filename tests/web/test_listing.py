@@ -70,8 +70,12 @@ class MemoryStore:
     def count_by_status(self) -> dict[str, int]:
         return dict(Counter(record.status.value for record in self.records))
 
-    def list_workflows(self, statuses=None, name=None, limit=None, before=None, id_prefix=None):
+    def list_workflows(
+        self, statuses=None, name=None, limit=None, before=None, id_prefix=None, code_version=None
+    ):
         rows = [r for r in self.records if before is None or (r.created_at, r.workflow_id) < before]
+        if code_version:
+            rows = [r for r in rows if r.code_version == code_version]
         if statuses is not None:  # the store reads every row of the statuses, then limits
             rows = [r for r in rows if r.status in statuses]
             self.read += len(rows)

@@ -63,7 +63,12 @@ def test_every_operation_declares_its_errors_and_path_parameters() -> None:
             parameter.get("name") or parameter["$ref"].rsplit("/", 1)[-1]
             for parameter in item.get("parameters", [])
         }
-        names = {"WorkflowId": "workflow_id", "ScheduleName": "name"}
+        names = {
+            "WorkflowId": "workflow_id",
+            "ScheduleName": "name",
+            "PoolName": "name",
+            "BackfillId": "backfill_id",
+        }
         declared = {names.get(name, name) for name in declared}
         assert declared == set(re.findall(r"{([^}]+)}", path)), path
         for method, operation in item.items():

@@ -358,8 +358,10 @@ def test_schedules_page_trigger_pause_unpause(make_app, services, name, workflow
     row = html[html.index(f'id="schedule-{name}"') :]
     assert "every day at 03:00 UTC" in row
     assert "no runs yet" in row
-    assert "&#34;n&#34;: 2" in row
-    assert "&#34;text&#34;: &#34;default&#34;" in row
+    # Typed fields from the params' inferred schema, with their defaults.
+    assert 'name="param.n" data-param="n" value="2"' in row
+    assert 'type="number"' in row
+    assert 'name="param.text" data-param="text" value="default"' in row
     assert "/dags/broken.py" in html
     assert "&lt;script&gt;" in html
     assert "<script>alert" not in html
