@@ -17,14 +17,16 @@ venv: $(BIN)/gnomon
 demo: venv
 	$(BIN)/gnomon up --examples
 
-# Installs what the tests need (Chromium, the PostgreSQL role), then lint, types, tests.
+# Installs what the tests need (Chromium, the PostgreSQL role), then lint, types, tests:
+# two at a time, then alone the few that restart PostgreSQL under everyone's connections.
 test: venv
 	bash .ci/setup-system.sh
 	bash .ci/setup-postgres.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not exclusive"
+	$(BIN)/python -m pytest -q -m exclusive
 
 bench: venv
 	$(BIN)/python bench/overhead.py

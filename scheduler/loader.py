@@ -70,6 +70,18 @@ class _Stamp:
     size: int
 
 
+def _stamp(path: Path) -> _Stamp | None:
+    """The file's stamp, or the link's own for a symlink that does not resolve (its
+    import then reports why); None for a file removed while listing."""
+    for look in (path.stat, path.lstat):
+        try:
+            info = look()
+        except OSError:  # gone, dangling, or a symlink loop
+            continue
+        return _Stamp(info.st_mtime_ns, info.st_size)
+    return None
+
+
 class DagsFolder:
     """A dags folder kept in step with a registry: ``refresh`` imports the files that
     are new or changed since the last call, and forgets the schedules of files that are
@@ -116,9 +128,9 @@ class DagsFolder:
             for path in sorted(self.folder.glob("*.py")):
                 if path.name.startswith(("_", ".")):
                     continue
-                with suppress(FileNotFoundError):  # removed while listing
-                    info = path.stat()
-                    files[path] = _Stamp(info.st_mtime_ns, info.st_size)
+                stamp = _stamp(path)
+                if stamp is not None:
+                    files[path] = stamp
             return files
         except OSError as error:
             raise InvalidTargetError(

@@ -234,3 +234,18 @@ def quick_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(delivery, "BACKOFF", 0.2)
     monkeypatch.setattr(notifiers, "SEND_TIMEOUT", 1.0)
+
+
+# ------------------------------------------------------------------- reporting
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Captured output as valid UTF-8: the dags fuzz tests log undecodable file names
+    (surrogate escapes), which ``pytest -n`` cannot send from its workers."""
+    report = yield
+    report.sections = [
+        (title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+        for title, text in report.sections
+    ]
+    return report

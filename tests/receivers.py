@@ -94,6 +94,11 @@ class MailReceiver:
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}?from=gnomon@example.com"
 
+    def about(self, workflow_id: str) -> list[Any]:
+        """The messages about one run: the outbox on a shared test database also holds
+        other tests' undelivered mail, which any delivery loop may send here."""
+        return [m for m in self.messages if workflow_id in str(m["Subject"])]
+
     def close(self) -> None:
         self._controller.stop()
 

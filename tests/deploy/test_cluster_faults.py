@@ -93,6 +93,7 @@ def _result(process: subprocess.Popen, timeout: float = 240):
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.exclusive
 def test_postgres_restart_mid_run_on_the_cluster(
     cluster: Cluster, scratch_postgresql_url, tmp_path: Path
 ):

@@ -20,6 +20,7 @@ def step(marks: str, name: str, *upstream: int) -> int:
     return 1 + sum(upstream)
 
 
+@pytest.mark.exclusive
 def test_postgres_restart_mid_run(ray_address, postgresql_url, blob_root, marks, workflow_id):
     from executor import workflow
 

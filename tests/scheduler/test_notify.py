@@ -59,7 +59,7 @@ def test_a_failure_reaches_the_webhook_the_mailbox_and_on_failure_once(
     assert "ValueError: boom: y" in post.body["error"]
     assert post.body["logical_date"] is not None
     assert post.headers["Idempotency-Key"] == post.body["notification_id"]
-    [message] = mail.messages
+    [message] = mail.about(workflow_id)
     assert message["To"] == "ops@example.com"
     assert workflow_id in message["Subject"]
     assert "failed" in message["Subject"]

@@ -34,7 +34,7 @@ SIGNALS = """
             os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Timer(0.2, send).start()
-    _wait_for(stop)
+    _wait_for(stop, every=0.05, do=lambda: None)  # the dags reload, between signals
     print("waited", flush=True)
     time.sleep(gap + 0.5)  # the clean shutdown, during which later signals may come
     print("stopped", flush=True)

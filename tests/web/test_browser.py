@@ -6,6 +6,8 @@ docs), else to a temporary directory.
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import queue
 import re
@@ -52,6 +54,7 @@ class Stack:
     service: SchedulerService
     greet: str
     nightly: str
+    typed: str
     browser: Browser
     shots: Path
 
@@ -70,7 +73,24 @@ def _registry(suffix: str) -> Registry:
     def nightly(run):
         return flows.join.bind(flows.source.bind("extract"), flows.source.bind("load"))
 
+    @registry.register(name=f"typed_{suffix}", params_schema=TYPED_SCHEMA)
+    def typed(run):
+        return flows.source.bind(json.dumps(run.params, sort_keys=True))
+
     return registry
+
+
+#: A schedule whose trigger form has one field of each typed kind.
+TYPED_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "batch": {"type": "integer", "minimum": 1, "default": 10, "description": "rows per batch"},
+        "region": {"enum": ["eu", "us"], "default": "eu"},
+        "day": {"type": "string", "format": "date", "default": "2026-01-01"},
+        "dry_run": {"type": "boolean", "default": False},
+    },
+    "required": ["batch"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +127,14 @@ def stack(ray_address, sqlite_url, blob_root, tmp_path_factory) -> Iterator[Stac
                 service,
                 f"greet_{suffix}",
                 f"nightly_{suffix}",
+                f"typed_{suffix}",
                 browser,
                 shots,
             )
         finally:
             browser.close()
             server.close()
-            for name in (f"greet_{suffix}", f"nightly_{suffix}"):
+            for name in (f"greet_{suffix}", f"nightly_{suffix}", f"typed_{suffix}"):
                 service.remove(name)  # the database outlives this module
             service.stop()
 
@@ -274,6 +295,52 @@ def test_trigger_a_schedule_with_params(stack: Stack, page: Page) -> None:
     expect(page.locator("#run-header .status")).to_have_text("SUCCESSFUL")
     expect(page.locator("#metadata .output")).to_have_text("'GNOMES'")
     expect(page.locator("#metadata")).to_contain_text('"who": "gnomes"')
+
+
+def test_trigger_with_typed_fields_and_a_recent_param_set(stack: Stack, page: Page) -> None:
+    def open_form() -> Any:
+        page.goto(f"{stack.url}/schedules")
+        page.get_by_text(f"Trigger {stack.typed} now…").click()
+        return page.locator(f'form[action="/schedules/{stack.typed}/trigger"]')
+
+    def ran_with() -> dict[str, Any]:
+        page.wait_for_url(f"{stack.url}/runs/{stack.typed}@**")
+        expect(page.locator("#run-header .status")).to_have_text("SUCCESSFUL")
+        return json.loads(ast.literal_eval(page.locator("#metadata .output").inner_text()))
+
+    # Given a schedule whose params schema has an integer, an enum, a date and a boolean
+    form = open_form()
+    batch = form.locator('input[name="param.batch"]')
+    expect(batch).to_have_attribute("type", "number")
+    expect(batch).to_have_value("10")
+    expect(form).to_contain_text("rows per batch")
+    expect(form.locator('input[name="param.day"]')).to_have_attribute("type", "date")
+
+    # When a value below the minimum is entered, the browser refuses to send the form
+    batch.fill("0")
+    form.locator("button").click()
+    expect(page).to_have_url(re.compile("/schedules$"))
+    assert batch.evaluate("field => field.validity.rangeUnderflow") is True
+
+    # When it is filled in properly, each field arrives typed
+    batch.fill("25")
+    form.locator('select[name="param.region"]').select_option(label="us")
+    form.locator('input[name="param.day"]').fill("2026-03-04")
+    form.locator('input[type="checkbox"][name="param.dry_run"]').check()
+    form.locator("button").click()
+    used = {"batch": 25, "day": "2026-03-04", "dry_run": True, "region": "us"}
+    assert ran_with() == used
+
+    # Then the next form offers that set, and choosing it fills every field again
+    form = open_form()
+    expect(form.locator('input[name="param.batch"]')).to_have_value("10")
+    form.locator("select.recent-params").select_option(index=1)
+    expect(form.locator('input[name="param.batch"]')).to_have_value("25")
+    expect(form.locator('select[name="param.region"]')).to_have_value('"us"')
+    expect(form.locator('input[name="param.day"]')).to_have_value("2026-03-04")
+    expect(form.locator('input[type="checkbox"][name="param.dry_run"]')).to_be_checked()
+    form.locator("button").click()
+    assert ran_with() == used
 
 
 def test_pause_a_schedule(stack: Stack, page: Page) -> None:

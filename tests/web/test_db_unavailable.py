@@ -173,6 +173,7 @@ def test_a_form_sent_while_the_database_is_away_does_not_reload(make_app, monkey
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive
 def test_dashboard_through_a_postgres_restart(
     ray_address, scratch_postgresql_url, tmp_path: Path, marks: Path
 ) -> None:
