@@ -236,6 +236,20 @@ def quick_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(notifiers, "SEND_TIMEOUT", 1.0)
 
 
+# ---------------------------------------------------------- running two at once
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n``: the tests that start processes of their own (a Ray cluster,
+    ``gnomon up``, a crashing driver) keep both cores busy as those start, and two of them
+    at once slow each other past their deadlines; they run one at a time, on one worker,
+    while the other runs the rest."""
+    deploy = Path(__file__).parent / "deploy"
+    for item in items:
+        if item.get_closest_marker("slow") or item.path.is_relative_to(deploy):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
 # ------------------------------------------------------------------- reporting
 
 

@@ -24,12 +24,3 @@ def hosts_root() -> Iterator[Path]:
     """Where a test's own hosts live: short paths, for Ray's unix sockets."""
     with scratch() as folder:
         yield folder
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n``: a cluster of several Ray nodes keeps both cores busy as it
-    starts, so the deploy tests run one at a time, on one worker."""
-    here = Path(__file__).parent
-    for item in items:
-        if item.path.is_relative_to(here):
-            item.add_marker(pytest.mark.xdist_group("cluster"))

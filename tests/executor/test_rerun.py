@@ -264,6 +264,7 @@ def own_db(request: pytest.FixtureRequest, tmp_path) -> str:
     return request.getfixturevalue("scratch_postgresql_url")
 
 
+@pytest.mark.slow
 def test_a_crash_between_clearing_and_resuming_leaves_a_resumable_run(
     ray_address, own_db, tmp_path, marks
 ):

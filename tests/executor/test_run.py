@@ -156,6 +156,7 @@ print("OUTPUTS", outputs)
 """
 
 
+@pytest.mark.slow
 def test_a_process_that_starts_ray_anew_keeps_working(ray_address, tmp_path):
     """Handles on the first Ray's manager are dead after ``ray.shutdown()``: the next
     session's calls must not use them (Ray Workflows found its actor by name each time)."""

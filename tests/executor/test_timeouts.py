@@ -96,21 +96,41 @@ def hold(marks: str, name: str, seconds: float) -> str:
     return name
 
 
+@ray.remote
+def hold_until_fixed(marks: str) -> str:
+    """Holds its pool slot until the test leaves ``marks/fixed``."""
+    Path(marks, f"start-{time.time()}").write_text("")
+    eventually(lambda: Path(marks, "fixed").exists(), timeout=60, what="marks/fixed")
+    return "done"
+
+
 def test_waiting_for_a_pool_slot_does_not_count(workflow, store, marks, workflow_id):
-    # Given a pool of one held for 2.5 s, and a task with a 1 s timeout queued behind it
+    # Given a pool of one held until the test lets go, and a task with a 1 s timeout
+    # queued behind it for 1.5 s
     pool = f"pool-{uuid.uuid4().hex[:8]}"
     store.set_pool(pool, 1, None)
     first = workflow.run_async(
-        hold.options(**api.options(pool=pool)).bind(str(marks), "first", 2.5),
+        hold_until_fixed.options(**api.options(pool=pool)).bind(str(marks)),
         workflow_id=f"{workflow_id}-first",
     )
-    eventually(lambda: any(p.name.startswith("first") for p in marks.iterdir()), what="first")
+    eventually(lambda: starts(marks), what="the first task holding the slot")
     quick = hold.options(**api.options(pool=pool, timeout_s=1)).bind(str(marks), "quick", 0.1)
+    queued = workflow.run_async(quick, workflow_id=workflow_id)
+    task_id = f"{__name__}.hold"
+    eventually(
+        lambda: (
+            workflow.get_status(workflow_id) == WorkflowStatus.RUNNING
+            and store.get_task(workflow_id, task_id).status == TaskStatus.QUEUED
+        ),
+        what="the quick task queued for the slot",
+    )
+    time.sleep(1.5)
+    Path(marks, "fixed").write_text("")
 
     # Then it succeeds: only its own run counts
-    assert workflow.run(quick, workflow_id=workflow_id) == "quick"
-    assert ray.get(first) == "first"
-    assert store.get_task(workflow_id, f"{__name__}.hold").queued_s > 1
+    assert ray.get(queued, timeout=60) == "quick"
+    assert ray.get(first, timeout=60) == "done"
+    assert store.get_task(workflow_id, task_id).queued_s > 1
 
 
 def test_a_run_past_its_timeout_is_stopped_and_failed(workflow, store, marks, workflow_id):

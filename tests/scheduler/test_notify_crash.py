@@ -7,6 +7,8 @@ import textwrap
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from executor.status import WorkflowStatus
 from executor.store import SqlStore
 from scheduler.registry import run_id
@@ -39,6 +41,7 @@ def failing(run):
 """
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_outcome_and_the_delivery_loses_and_repeats_nothing(tmp_path):
     # Given a schedule whose run fails while neither notifier answers yet
     name = f"alerting_{uuid.uuid4().hex[:8]}"

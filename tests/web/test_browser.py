@@ -89,7 +89,6 @@ TYPED_SCHEMA = {
         "day": {"type": "string", "format": "date", "default": "2026-01-01"},
         "dry_run": {"type": "boolean", "default": False},
     },
-    "required": ["batch"],
 }
 
 
