@@ -240,13 +240,15 @@ def quick_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n``: the tests that start processes of their own (a Ray cluster,
-    ``gnomon up``, a crashing driver) keep both cores busy as those start, and two of them
-    at once slow each other past their deadlines; they run one at a time, on one worker,
-    while the other runs the rest."""
-    deploy = Path(__file__).parent / "deploy"
+    """Under ``pytest -n``: the tests that start a Ray cluster or ``gnomon up`` keep both
+    cores busy as those start, and two of them at once slow each other past their
+    deadlines; they run one at a time, on one worker, while the other runs the rest (the
+    executor's crash tests included: a driver of their own is light enough)."""
+    here = Path(__file__).parent
     for item in items:
-        if item.get_closest_marker("slow") or item.path.is_relative_to(deploy):
+        if item.path.is_relative_to(here / "deploy") or (
+            item.get_closest_marker("slow") and not item.path.is_relative_to(here / "executor")
+        ):
             item.add_marker(pytest.mark.xdist_group("processes"))
 
 

@@ -388,7 +388,7 @@ def test_gnomon_up_reports_each_broken_file_in_one_line_and_keeps_running(tmp_pa
     database_url = f"sqlite:///{tmp_path / 'gnomon.db'}"
     args = ["--dags", str(dags), "--database-url", database_url, "--storage"]
     args += [str(tmp_path / "blobs"), "--port", str(free_port()), "--ray-address", "local"]
-    env = {"GNOMON_HOME": str(tmp_path / "home"), "GNOMON_DAG_IMPORT_TIMEOUT": "3"}
+    env = {"GNOMON_HOME": str(tmp_path / "home"), "GNOMON_DAG_IMPORT_TIMEOUT": "8"}
     up = GnomonUp(args, tmp_path / "up.log", env)
     store = SqlStore.create(database_url)
     try:
