@@ -263,25 +263,8 @@ class TaskStore(SqlCore):
         attempts_delta: int,
         log: tuple[float, str] | None = None,
     ) -> None:
-        t = self.tables.tasks
-
-        def write() -> None:
-            with self._write() as conn:
-                if log:
-                    self._save_log(conn, workflow_id, task_id, *log)
-                conn.execute(
-                    t.update()
-                    .where(t.c.workflow_id == workflow_id, t.c.task_id == task_id)
-                    .values(
-                        status=TaskStatus.FAILED.value,
-                        started_at=sa.func.coalesce(t.c.started_at, started_at),
-                        ended_at=self.clock(),
-                        attempts=t.c.attempts + attempts_delta,
-                        error=error,
-                    )
-                )
-
-        self._retrying(write)
+        ended = {"status": TaskStatus.FAILED.value, "ended_at": self.clock()}
+        self._attempt_failed(workflow_id, task_id, error, started_at, attempts_delta, log, ended)
 
     def task_backoff(
         self,
@@ -295,26 +278,45 @@ class TaskStore(SqlCore):
         max_attempts: int,
         log: tuple[float, str] | None = None,
     ) -> None:
+        waits = {
+            "status": TaskStatus.RETRYING.value,
+            "wake_at": wake_at,
+            "next_attempt": next_attempt,
+            "max_attempts": max_attempts,
+        }
+        self._attempt_failed(
+            workflow_id, task_id, error, started_at, attempts_delta, log, waits, unfinished=True
+        )
+
+    def _attempt_failed(
+        self,
+        workflow_id: str,
+        task_id: str,
+        error: str,
+        started_at: float,
+        attempts_delta: int,
+        log: tuple[float, str] | None,
+        values: dict[str, Any],
+        unfinished: bool = False,
+    ) -> None:
+        """An attempt that raised ``error``: its log, its count and ``values`` in one
+        write; ``unfinished``: only while the task has not finished meanwhile."""
         t = self.tables.tasks
+        query = t.update().where(t.c.workflow_id == workflow_id, t.c.task_id == task_id)
+        if unfinished:
+            query = query.where(t.c.status.not_in(FINISHED))
+        query = query.values(
+            started_at=sa.func.coalesce(t.c.started_at, started_at),
+            attempts=t.c.attempts + attempts_delta,
+            error=error,
+            **values,
+        )
 
         def write() -> None:
             with self._write() as conn:
                 if log:
                     self._save_log(conn, workflow_id, task_id, *log)
-                conn.execute(
-                    t.update()
-                    .where(t.c.workflow_id == workflow_id, t.c.task_id == task_id)
-                    .where(t.c.status.not_in(FINISHED))
-                    .values(
-                        status=TaskStatus.RETRYING.value,
-                        started_at=sa.func.coalesce(t.c.started_at, started_at),
-                        attempts=t.c.attempts + attempts_delta,
-                        error=error,
-                        wake_at=wake_at,
-                        next_attempt=next_attempt,
-                        max_attempts=max_attempts,
-                    )
-                )
+                conn.execute(query)
 
         self._retrying(write)
 
