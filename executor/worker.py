@@ -99,19 +99,20 @@ def run_task(packed: bytes, *flat: Any) -> Any:
         crashes = crashed[1] if crashed is not None and crashed[0] == stage.ctx.task_id else 0
         rest = [(function, *again, deps), *map(_as_resolved, calls[i + 1 :])]
         pool = stage.ctx.options.pool
-        if pool is not None and not _take_slot(stage.ctx, pool):
+        slot = None if pool is None else Slot.take(stage.ctx, pool)
+        if slot is not None and not slot.held:
             # Every slot is taken: the manager waits for one, holding no CPU, and the
             # rest of the chain runs once it is granted.
-            slot = find_manager(stage.ctx.config).slot.remote(stage.ctx)
+            wait = find_manager(stage.ctx.config).slot.remote(stage.ctx)
             gated = replace(stage, gated=True)
-            return Continued(submit_chain((gated, *stages[i + 1 :]), rest, slot))
+            return Continued(submit_chain((gated, *stages[i + 1 :]), rest, wait))
         try:
             value = _run(
-                stage.ctx, stage.function_key, function, args, kwargs, crashes, stage.attempts
+                stage.ctx, stage.function_key, function, args, kwargs, crashes, stage.attempts, slot
             )
         finally:
-            if pool is not None:
-                _give_slot_back(stage.ctx, pool)
+            if slot is not None:
+                slot.give_back()
         if isinstance(value, Backoff):
             # The next attempt waits in the manager, holding no CPU either.
             wait = find_manager(stage.ctx.config).backoff.remote(stage.ctx, value.wake_at)
@@ -120,26 +121,50 @@ def run_task(packed: bytes, *flat: Any) -> Any:
     return value
 
 
-def _take_slot(ctx: TaskContext, pool: str) -> bool:
-    """Take a slot of the task's pool for this process, if one is free now."""
-    store = handles(ctx.config).store
-    options = ctx.options
-    if not store.try_slot(
-        pool, ctx.workflow_id, ctx.task_id, options.priority, HELD.owner, POOL_LEASE_TTL
-    ):
-        return False
-    HELD.hold(ctx.config)
-    return True
+@dataclass
+class Slot:
+    """A running task's slot of its pool, held by this process until given back: with
+    the task's finish (one transaction), or on its own when the task ends otherwise."""
 
+    ctx: TaskContext
+    pool: str
+    held: bool
 
-def _give_slot_back(ctx: TaskContext, pool: str) -> None:
-    """Release the task's slot; if tasks wait for one, wake the manager that grants them."""
-    HELD.let_go(ctx.config)
-    try:
-        if handles(ctx.config).store.release_slot(pool, ctx.workflow_id, ctx.task_id):
-            find_manager(ctx.config).slot_freed.remote(pool)
-    except Exception:  # its lease runs out instead (at once here: this process lives on)
-        logger.warning("Could not give back a slot of pool %s", pool, exc_info=True)
+    @classmethod
+    def take(cls, ctx: TaskContext, pool: str) -> Slot:
+        """Take a slot of the task's pool, if one is free now (else ``held`` is False)."""
+        store = handles(ctx.config).store
+        held = store.try_slot(
+            pool, ctx.workflow_id, ctx.task_id, ctx.options.priority, HELD.owner, POOL_LEASE_TTL
+        )
+        if held:
+            HELD.hold(ctx.config)
+        return cls(ctx, pool, held)
+
+    def given_back(self, waiting: bool) -> None:
+        """The slot went back with the task's finish; ``waiting``: others wait for it."""
+        self._gone(waiting)
+
+    def give_back(self) -> None:
+        """Give the slot back, if the task's finish did not."""
+        if not self.held:
+            return
+        ctx = self.ctx
+        try:
+            waiting = handles(ctx.config).store.release_slot(
+                self.pool, ctx.workflow_id, ctx.task_id
+            )
+        except Exception:  # its lease runs out instead (at once here: this process lives on)
+            logger.warning("Could not give back a slot of pool %s", self.pool, exc_info=True)
+            waiting = False
+        self._gone(waiting)
+
+    def _gone(self, waiting: bool) -> None:
+        # If tasks wait for a slot, wake the manager that grants them.
+        self.held = False
+        HELD.let_go(self.ctx.config)
+        if waiting:
+            find_manager(self.ctx.config).slot_freed.remote(self.pool)
 
 
 def _retried() -> bool:
@@ -293,11 +318,12 @@ def _run(
     kwargs: dict[str, Any],
     crashes: int = 0,
     tried: int = 0,
+    slot: Slot | None = None,
 ) -> Any:
     """Run one workflow task with its retries, and record how it ended. ``crashes`` are
     attempts its workers died in, ``tried`` those that failed in earlier calls (before a
-    backoff): they use up the same ``max_retries``. Returns the output, or ``Backoff``
-    when the next attempt is to wait."""
+    backoff): they use up the same ``max_retries``. A pool ``slot`` goes back with the
+    task's finish. Returns the output, or ``Backoff`` when the next attempt is to wait."""
     func = _load_function(function_key, function)
     store, blobs = handles(ctx.config)
     options = ctx.options
@@ -403,8 +429,11 @@ def _run(
         completes=ctx.completes,
         log=_log_entry(log),
         graph_output=ctx.graph_output,
+        pool=None if slot is None else slot.pool,
     )
-    return FinalOutput(result) if finished else result
+    if slot is not None:
+        slot.given_back(finished.waiting)
+    return FinalOutput(result) if finished.outcome else result
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from executor.store.records import (
     RunAlerts,
     SlotWait,
     TaskAttempt,
+    TaskFinish,
     TaskLog,
     TaskRecord,
     WorkflowRecord,
@@ -268,7 +269,8 @@ class Store(ABC):
         completes: Sequence[str] = (),
         log: tuple[float, str] | None = None,
         graph_output: bool = True,
-    ) -> bool:
+        pool: str | None = None,
+    ) -> TaskFinish:
         """Record a task's finish, in one transaction: its checkpoint (None when it is
         not checkpointed), its row, and the rows of ``completes``, the tasks whose
         continuations end in it. ``log`` is the last attempt's (start time, captured
@@ -276,8 +278,12 @@ class Store(ABC):
 
         If the task was checkpointed already, nothing is written. A value that is the
         workflow's output also records the workflow SUCCESSFUL (only while it is
-        RUNNING: a cancel that came first stands); returns True if it did. A task known
-        not to be its graph's output (``graph_output=False``) skips that look.
+        RUNNING: a cancel that came first stands); ``outcome`` says if it did. A task
+        known not to be its graph's output (``graph_output=False``) skips that look.
+
+        With ``pool``, the task's slot of that pool goes back in the same transaction,
+        as ``release_slot`` gives it back (checkpointed already or not); ``waiting``
+        says whether live waiters remain in the pool's line.
         """
 
     @abstractmethod

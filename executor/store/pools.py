@@ -265,9 +265,7 @@ class PoolStore(TaskStore):
 
         def write() -> bool:
             with self._write() as conn:
-                if conn.execute(sql.release, params).scalar() == HELD:
-                    conn.execute(sql.uncount, params)
-                return bool(conn.execute(sql.waiting, params).scalar())
+                return self._slot_given_back(conn, params)
 
         return self._retrying(write)
 

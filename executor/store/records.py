@@ -179,6 +179,16 @@ class PoolRecord:
 
 
 @dataclass(frozen=True)
+class TaskFinish:
+    """What recording a task's finish did (``Store.task_finished``)."""
+
+    #: It also recorded the workflow's outcome: the value was the workflow's output.
+    outcome: bool
+    #: Its pool slot went back, and live waiters stand in that pool's line.
+    waiting: bool = False
+
+
+@dataclass(frozen=True)
 class SlotWait:
     """Where a task waiting for a slot stands: its pool, and how many are ahead of it."""
 

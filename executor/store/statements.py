@@ -405,16 +405,24 @@ class DirectForms:
             .returning(*_ended_columns(w))
             .cte("succeeded")
         )
+        outcome = (
+            completed.returning(t.c.task_id).cte("completed"),
+            succeeded,
+            s.alerts(succeeded).returning(o.c.notification_id).cte("alerted"),
+        )
+        task = (checkpoint, finished.returning(t.c.task_id).cte("finished"))
         self.finish_task = DirectStatement.compile(
-            sa.select(sa.literal_column("1"))
-            .select_from(succeeded)
-            .add_cte(
-                checkpoint,
-                finished.returning(t.c.task_id).cte("finished"),
-                completed.returning(t.c.task_id).cte("completed"),
-                succeeded,
-                s.alerts(succeeded).returning(o.c.notification_id).cte("alerted"),
-            )
+            sa.select(sa.literal_column("1")).select_from(succeeded).add_cte(*task, *outcome)
+        )
+        #: A pooled task's finish gives its slot back in the same statement: as above,
+        #: returning one row (outcome recorded, anyone waiting in the pool's line).
+        recorded = sa.exists(sa.select(succeeded.c.workflow_id)).label("outcome")
+        waiting = s.pools.anyone_waiting.label("waiting")
+        self.finish_pooled_task_only = DirectStatement.compile(
+            sa.select(sa.false().label("outcome"), waiting).add_cte(*task, *s.pools.given_back())
+        )
+        self.finish_pooled_task = DirectStatement.compile(
+            sa.select(recorded, waiting).add_cte(*task, *outcome, *s.pools.given_back())
         )
         self.finished_tasks = DirectStatement.compile(
             sa.select(t.c.task_id)
@@ -499,6 +507,7 @@ class PoolStatements:
     rows: these statements change both together, by exact steps."""
 
     def __init__(self, tables: Tables, dialect: str) -> None:
+        self.tables = tables
         p, s, starts = tables.pools, tables.pool_slots, tables.pool_starts
         in_pool = s.c.pool == _p("s_pool")
         #: The task's own row.
@@ -571,9 +580,8 @@ class PoolStatements:
         self.uncount = (
             p.update().where(p.c.name == _p("s_pool"), p.c.used > 0).values(used=p.c.used - 1)
         )
-        self.waiting = sa.select(
-            sa.exists().where(in_pool, s.c.state == QUEUED, live).label("waiting")
-        )
+        self.anyone_waiting = sa.exists().where(in_pool, s.c.state == QUEUED, live)
+        self.waiting = sa.select(self.anyone_waiting.label("waiting"))
         #: Rate-limited pools: the starts in the window, as a sliding log.
         self.prune_starts = starts.delete().where(
             starts.c.pool == _p("s_pool"), starts.c.started_at <= _p("s_window")
@@ -593,7 +601,10 @@ class PoolStatements:
         self.direct_take: DirectStatement | None = None
         self.direct_release: DirectStatement | None = None
         if dialect == "postgresql":
-            took = self.take.cte("took")
+            # A slot is a lease, not a result: a take's commit does not wait for the
+            # disk. One lost with the database server (a crash within a fraction of a
+            # second) leaves its task running outside the pool's count until it ends.
+            took = self.take.where(_lazy_commit()).cte("took")
             self.direct_take = DirectStatement.compile(
                 s.insert()
                 .from_select(
@@ -602,16 +613,28 @@ class PoolStatements:
                 )
                 .returning(s.c.task_id)
             )
-            gone = self.release.cte("gone")
-            freed = (
-                p.update()
-                .where(p.c.name == _p("s_pool"), p.c.used > 0)
-                .where(sa.exists().where(gone.c.state == HELD))
-                .values(used=p.c.used - 1)
-            )
-            self.direct_release = DirectStatement.compile(
-                self.waiting.add_cte(gone, freed.cte("freed"))
-            )
+            self.direct_release = DirectStatement.compile(self.waiting.add_cte(*self.given_back()))
+
+    def given_back(self) -> tuple[Any, Any]:
+        """A slot's release as the CTEs of one PostgreSQL statement: its row deleted,
+        then ``used`` down by one if it was held. Any statement that adds them gives the
+        slot back; ``waiting`` read in it still sees who else stands in line."""
+        p = self.tables.pools
+        gone = self.release.cte("gone")
+        freed = (
+            p.update()
+            .where(p.c.name == _p("s_pool"), p.c.used > 0)
+            .where(sa.exists().where(gone.c.state == HELD))
+            .values(used=p.c.used - 1)
+        )
+        return gone, freed.cte("freed")
+
+
+def _lazy_commit() -> Any:
+    """A condition that is true, and makes the transaction that evaluates it commit
+    without waiting for its WAL to reach the disk (PostgreSQL's ``SET LOCAL
+    synchronous_commit = off``, inside one statement)."""
+    return sa.func.set_config("synchronous_commit", "off", sa.true()) == "off"
 
 
 #: The columns of a held row, and the parameters ``PoolStatements.take`` fills them with.

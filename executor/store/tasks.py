@@ -13,8 +13,15 @@ from sqlalchemy.engine import Connection
 from executor.errors import TaskNotFoundError, WorkflowNotFoundError
 from executor.status import TaskStatus, WorkflowStatus
 from executor.store.core import SqlCore
-from executor.store.records import Checkpoint, NewTask, TaskLog, TaskRecord, dump_json
-from executor.store.statements import FINISHED
+from executor.store.records import (
+    Checkpoint,
+    NewTask,
+    TaskFinish,
+    TaskLog,
+    TaskRecord,
+    dump_json,
+)
+from executor.store.statements import FINISHED, HELD
 
 #: Statuses of a task that has not ended: a cancel ends them CANCELED.
 _UNFINISHED = [
@@ -97,22 +104,36 @@ class TaskStore(SqlCore):
         completes: Sequence[str] = (),
         log: tuple[float, str] | None = None,
         graph_output: bool = True,
-    ) -> bool:
+        pool: str | None = None,
+    ) -> TaskFinish:
         params = self._finish_params(
             workflow_id, task_id, checkpoint, output_preview, started_at, attempts_delta, completes
         )
+        if pool is not None:
+            params.update(
+                s_pool=pool, s_workflow=workflow_id, s_task=task_id, s_now=params["ended"]
+            )
         if self.direct is not None and params["output"] is not None and not log:
             # The usual finish: one statement, one round trip.
-            return self._retrying(lambda: self._finish_at_once(params, graph_output))
+            return self._retrying(lambda: self._finish_at_once(params, graph_output, pool))
 
-        def write() -> bool:
+        def write() -> TaskFinish:
             with self._write() as conn:
                 finished = self._finish_task(conn, params, checkpoint, graph_output)
                 if log:
                     self._save_log(conn, workflow_id, task_id, *log)
-                return finished
+                waiting = pool is not None and self._slot_given_back(conn, params)
+                return TaskFinish(finished, waiting)
 
         return self._retrying(write)
+
+    def _slot_given_back(self, conn: Connection, params: dict[str, Any]) -> bool:
+        """Give a task's pool slot (or place in line) back in ``conn``'s transaction
+        (``PoolStatements``' parameters); True if live waiters stand in the line."""
+        sql = self.sql.pools
+        if conn.execute(sql.release, params).scalar() == HELD:
+            conn.execute(sql.uncount, params)
+        return bool(conn.execute(sql.waiting, params).scalar())
 
     def _finish_params(
         self,
@@ -148,13 +169,19 @@ class TaskStore(SqlCore):
             )
         return params
 
-    def _finish_at_once(self, params: dict[str, Any], graph_output: bool) -> bool:
+    def _finish_at_once(
+        self, params: dict[str, Any], graph_output: bool, pool: str | None
+    ) -> TaskFinish:
         forms = self.sql.direct
         assert forms is not None
+        if pool is not None:
+            form = forms.finish_pooled_task if graph_output else forms.finish_pooled_task_only
+            outcome, waiting = self._send(form, params)[0]
+            return TaskFinish(bool(outcome), bool(waiting))
         if not graph_output:
             self._send(forms.finish_task_only, params)
-            return False
-        return bool(self._send(forms.finish_task, params))
+            return TaskFinish(False)
+        return TaskFinish(bool(self._send(forms.finish_task, params)))
 
     def _finish_task(
         self,

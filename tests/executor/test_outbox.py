@@ -42,9 +42,9 @@ def test_the_output_tasks_finish_writes_the_success_event_with_the_outcome(store
     _create(store, workflow_id)
     store.task_finished(workflow_id, "a", _value(b"a"), "'a'", 1.0, 1, graph_output=False)
 
-    assert store.task_finished(workflow_id, "b", _value(b"b"), "'b'", 1.0, 1) is True
+    assert store.task_finished(workflow_id, "b", _value(b"b"), "'b'", 1.0, 1).outcome is True
     # Ray runs the call again: the checkpoint is there, nothing more is written.
-    assert store.task_finished(workflow_id, "b", _value(b"b"), "'b'", 1.0, 1) is False
+    assert store.task_finished(workflow_id, "b", _value(b"b"), "'b'", 1.0, 1).outcome is False
 
     assert _events(store, workflow_id) == [("success", HOOK, "pending")]
     record = store.get_workflow(workflow_id)

@@ -68,15 +68,16 @@ def test_the_hot_path_follows_renamed_columns(renamed_store):
     store.tasks_started("w", [("a", 1.0), ("b", 2.0), ("c", 3.0)])
     # Not the output: the task-only finish (one statement on PostgreSQL).
     assert (
-        store.task_finished("w", "a", _checkpoint(b"A"), "'a'", 1.0, 0, graph_output=False) is False
+        store.task_finished("w", "a", _checkpoint(b"A"), "'a'", 1.0, 0, graph_output=False).outcome
+        is False
     )
     # With a log: the transaction of separate statements, on both databases.
     log = (2.0, "printed\n")
-    assert store.task_finished("w", "c", _checkpoint(b"C"), "'c'", 3.0, 0, log=log) is False
+    assert store.task_finished("w", "c", _checkpoint(b"C"), "'c'", 3.0, 0, log=log).outcome is False
     assert store.finished_tasks("w", ["b", "c"]) == {"c"}
     assert store.finished_tasks("w", ["b"]) == set()
     # The output: the finish that also records the workflow SUCCESSFUL.
-    assert store.task_finished("w", "b", _checkpoint(b"BB"), "'b'", 2.0, 0) is True
+    assert store.task_finished("w", "b", _checkpoint(b"BB"), "'b'", 2.0, 0).outcome is True
 
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(

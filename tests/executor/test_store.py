@@ -246,10 +246,13 @@ def test_the_output_tasks_checkpoint_records_the_workflow_successful(store, work
     assert store.acquire(workflow_id, owner_id("m"))
     started = time.time()
     log = (started, "printed\n") if printed else None
-    assert store.task_finished(workflow_id, "a", _checkpoint(1), "1", started, 1, log=log) is False
+    assert (
+        store.task_finished(workflow_id, "a", _checkpoint(1), "1", started, 1, log=log).outcome
+        is False
+    )
     assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
 
-    assert store.task_finished(workflow_id, "out", _checkpoint(2), "2", started, 1, log=log)
+    assert store.task_finished(workflow_id, "out", _checkpoint(2), "2", started, 1, log=log).outcome
     record = store.get_workflow(workflow_id)
     assert (record.status, record.owner, record.output_preview) == (
         WorkflowStatus.SUCCESSFUL,
@@ -259,7 +262,7 @@ def test_the_output_tasks_checkpoint_records_the_workflow_successful(store, work
     assert record.ended_at is not None
     assert record.lease_expires_at is None
     # A second finish of the output (a retried task) changes nothing, and says so.
-    assert store.task_finished(workflow_id, "out", _checkpoint(3), "3", started, 1) is False
+    assert store.task_finished(workflow_id, "out", _checkpoint(3), "3", started, 1).outcome is False
     assert store.get_workflow(workflow_id).output_preview == "2"
 
 
@@ -276,7 +279,7 @@ def test_a_task_that_is_not_its_graphs_output_finishes_only_itself(store, workfl
         workflow_id, "out", _checkpoint(2), "2", started, 1, log=log, graph_output=False
     )
 
-    assert finished is False
+    assert finished.outcome is False
     assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
     task = store.get_task(workflow_id, "out")
     assert (task.status, task.output_task_id, task.output_preview) == (
@@ -299,7 +302,8 @@ def test_a_continuations_last_task_records_the_workflow_it_completes(store, work
     assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
     assert store.get_task(workflow_id, "out").status == TaskStatus.CONTINUED
 
-    assert store.task_finished(workflow_id, "out.x", _checkpoint(5), "5", started, 1, ("out",))
+    finish = store.task_finished(workflow_id, "out.x", _checkpoint(5), "5", started, 1, ("out",))
+    assert finish.outcome is True
     record = store.get_workflow(workflow_id)
     assert (record.status, record.output_preview) == (WorkflowStatus.SUCCESSFUL, "5")
     assert store.get_task(workflow_id, "out").status == TaskStatus.SUCCESSFUL
@@ -310,7 +314,9 @@ def test_a_canceled_workflow_stays_canceled_when_its_output_finishes(store, work
     owner = owner_id("m")
     assert store.acquire(workflow_id, owner)
     assert store.finish(workflow_id, owner, WorkflowStatus.CANCELED)
-    assert store.task_finished(workflow_id, "t", _checkpoint(1), "1", time.time(), 1) is False
+    assert (
+        store.task_finished(workflow_id, "t", _checkpoint(1), "1", time.time(), 1).outcome is False
+    )
     assert store.get_workflow(workflow_id).status == WorkflowStatus.CANCELED
 
 

@@ -10,13 +10,17 @@ import pytest
 
 from executor.errors import PoolNotFoundError
 from executor.status import TaskStatus
-from executor.store import NewTask, Rate, SlotWait, owner_id
+from executor.store import Checkpoint, NewTask, Rate, SlotWait, owner_id
 from executor.store.leases import HOSTNAME
 
 TTL = 30.0
 #: A live owner in this process, and one on another host (only its lease can tell).
 HERE = owner_id("test")
 ELSEWHERE = f"another-host/1/{uuid.uuid4().hex[:6]}"
+
+
+def _value(data: bytes) -> Checkpoint:
+    return Checkpoint(kind="value", data=data, blob=None, size=len(data))
 
 
 @pytest.fixture
@@ -153,6 +157,38 @@ def test_a_workflows_slots_go_back_with_it(store, pool, run):
     assert (store.get_pool(pool).used, store.get_pool(pool).queued) == (1, 0)
     store.release_slots(run)
     assert store.get_pool(pool).used == 0
+
+
+@pytest.mark.parametrize(
+    ("graph_output", "log"),
+    [(False, None), (True, None), (False, (1.0, "printed\n"))],
+    ids=["task", "graph-output", "with-log"],
+)
+def test_a_finish_gives_the_slot_back_in_its_transaction(store, pool, run, graph_output, log):
+    # Given a and b holding both slots, and c waiting in line
+    assert store.try_slot(pool, run, "a", 0, HERE, TTL)
+    assert store.try_slot(pool, run, "b", 0, HERE, TTL)
+    store.queue_for_slot(pool, run, "c", 0, HERE, TTL)
+
+    # When a finishes in the pool, and then b (with nobody left waiting)
+    a = store.task_finished(
+        run, "a", _value(b"a"), "'a'", 1.0, 1, graph_output=graph_output, log=log, pool=pool
+    )
+    assert (store.get_pool(pool).used, a.waiting) == (1, True)
+    assert store.grant_slots(pool, HERE, TTL)[0] == [(run, "c")]
+    store.release_slot(pool, run, "c")
+    b = store.task_finished(run, "b", _value(b"b"), "'b'", 1.0, 1, log=log, pool=pool)
+
+    # Then each finish recorded the task and freed its slot, once
+    assert (store.get_pool(pool).used, b.waiting) == (0, False)
+    assert store.get_task(run, "a").status == TaskStatus.SUCCESSFUL
+    assert store.try_slot(pool, run, "d", 0, HERE, TTL)
+    assert store.try_slot(pool, run, "e", 0, HERE, TTL)
+    # A finish recorded already, whose slot went back already, frees no other slot.
+    again = store.task_finished(run, "a", _value(b"a"), "'a'", 1.0, 1, log=log, pool=pool)
+    assert (again.outcome, store.get_pool(pool).used) == (False, 2)
+    store.task_finished(run, "d", _value(b"d"), "'d'", 1.0, 1, log=log, pool=pool)
+    assert store.get_pool(pool).used == 1
 
 
 def test_unknown_pools_are_refused(store, run):
