@@ -30,6 +30,7 @@ from ray.dag.input_node import DAGInputData
 
 from executor.errors import InvalidTypeError
 from executor.options import TaskOptions, split_options
+from executor.store.records import ReserveIds
 
 
 @dataclass(frozen=True)
@@ -222,16 +223,11 @@ def _input_value(node: DAGNode, args: tuple[Any, ...], kwargs: dict[str, Any]) -
     return value[key]
 
 
-#: ``build_graph``'s ``reserve``: how many ids of each base a graph needs -> the first
-#: index of each that it may use.
-Reserve = Callable[[dict[str, int]], dict[str, int]]
-
-
 def build_graph(
     dag: Any,
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
-    reserve: Reserve | None = None,
+    reserve: ReserveIds | None = None,
     defaults: tuple[tuple[str, Any], ...] = (),
 ) -> Graph:
     """Turn a DAG whose output is a ``FunctionNode`` into a ``Graph``.

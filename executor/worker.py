@@ -27,9 +27,10 @@ from ray import cloudpickle
 from executor.actors import find_manager
 from executor.checkpoint import make_checkpoint, preview
 from executor.config import StoreConfig, handles
-from executor.dag import build_graph, catching
+from executor.dag import Graph, build_graph, catching
 from executor.errors import (
     CheckpointError,
+    DatabaseError,
     TaskCrashedError,
     TaskTimeoutError,
     WorkflowCancellationError,
@@ -57,6 +58,7 @@ from executor.stages import (
     unpack,
 )
 from executor.status import WorkflowStatus
+from executor.store import Checkpoint, NewTask, ReserveIds
 from executor.timeouts import time_limit
 
 logger = logging.getLogger(__name__)
@@ -469,22 +471,26 @@ def _continue(
     log: tuple[float, str] | None,
 ) -> Any:
     store, blobs = handles(ctx.config)
+    built: list[Graph] = []
 
-    def reserve(counts: dict[str, int]) -> dict[str, int]:
-        return store.reserve_task_ids(ctx.workflow_id, counts)
+    def expand(reserve: ReserveIds) -> tuple[Checkpoint, list[NewTask]]:
+        # Built inside the transaction that reserves its ids: a level of recursion
+        # costs one round trip to the store.
+        graph = build_graph(continuation.dag, reserve=reserve, defaults=ctx.defaults)
+        if ctx.options.catch_exceptions:
+            graph = catching(graph, f"{ctx.task_id}.catch_exceptions")
+        checkpoint = make_checkpoint(graph, "continuation", blobs, ctx.workflow_id, ctx.task_id)
+        built[:] = [graph]
+        return checkpoint, new_task_rows(graph, parent_task_id=ctx.task_id)
 
     try:
-        graph = build_graph(continuation.dag, reserve=reserve, defaults=ctx.defaults)
-    except WorkflowError as bad:
+        status = store.task_continued(ctx.workflow_id, ctx.task_id, started, delta, expand, log=log)
+    except DatabaseError:
+        raise
+    except WorkflowError as bad:  # a continuation that cannot be built or checkpointed
         store.task_failed(ctx.workflow_id, ctx.task_id, bad.message, started, delta)
         raise
-    if ctx.options.catch_exceptions:
-        graph = catching(graph, f"{ctx.task_id}.catch_exceptions")
-    checkpoint = make_checkpoint(graph, "continuation", blobs, ctx.workflow_id, ctx.task_id)
-    rows = new_task_rows(graph, parent_task_id=ctx.task_id)
-    status = store.task_continued(
-        ctx.workflow_id, ctx.task_id, checkpoint, started, delta, rows, log=log
-    )
+    graph = built[0]
     if status == WorkflowStatus.CANCELED:
         # The manager cancels the tasks it submitted; this stops the ones continuations add.
         raise WorkflowCancellationError(ctx.workflow_id)

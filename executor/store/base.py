@@ -27,6 +27,7 @@ from executor.store.records import (
     BackfillRecord,
     Checkpoint,
     EventRecord,
+    Expand,
     NewTask,
     NotificationRecord,
     NotifyRoute,
@@ -291,19 +292,26 @@ class Store(ABC):
         self,
         workflow_id: str,
         task_id: str,
-        checkpoint: Checkpoint,
         started_at: float,
         attempts_delta: int,
-        new_tasks: Sequence[NewTask],
+        expand: Expand,
         log: tuple[float, str] | None = None,
     ) -> WorkflowStatus:
-        """Record that a task returned a continuation, in one transaction: the
-        continuation's graph as its checkpoint (kind "continuation"), its row CONTINUED,
-        and the continuation's task rows (``new_tasks``; their ids must be new, see
-        ``reserve_task_ids``). If the task was checkpointed already, only the log is
-        written. Returns the workflow's stored status as of the commit (a canceled
-        workflow's continuation is not to be submitted). Raises ``DatabaseError`` when
-        a task id is taken."""
+        """Record that a task returned a continuation, in one transaction: the task ids
+        the continuation needs, reserved; the continuation's graph as its checkpoint
+        (kind "continuation"), its row CONTINUED, and the continuation's task rows.
+
+        ``expand`` builds the checkpoint and the rows, given a ``ReserveIds`` that
+        reserves ids in the transaction: ``counts`` says how many ids of each base the
+        graph needs; it returns, per base, the first index it may use (ids are
+        ``<base>`` for index 0, else ``<base>_<index>``). Indexes are never handed out
+        twice in a workflow; a base's first reservation starts after the ids of that
+        base the workflow already has. ``expand`` may run more than once (the
+        transaction is retried); what it raises is raised, and nothing is written.
+
+        If the task was checkpointed already, only the log is written. Returns the
+        workflow's stored status as of the commit (a canceled workflow's continuation is
+        not to be submitted). Raises ``DatabaseError`` when a task id is taken."""
 
     @abstractmethod
     def tasks_canceled(self, workflow_id: str) -> None:
@@ -313,14 +321,6 @@ class Store(ABC):
     @abstractmethod
     def task_crashed(self, workflow_id: str, task_id: str) -> int:
         """Count one more worker death while the task ran; returns how many there were."""
-
-    @abstractmethod
-    def reserve_task_ids(self, workflow_id: str, counts: dict[str, int]) -> dict[str, int]:
-        """Reserve task ids for a continuation: ``counts`` says how many ids of each
-        base it needs; returns, per base, the first index it may use (ids are
-        ``<base>`` for index 0, else ``<base>_<index>``). Indexes are never handed out
-        twice in a workflow; a base's first reservation starts after the ids of that
-        base the workflow already has."""
 
     @abstractmethod
     def task_failed(

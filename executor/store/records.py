@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -176,6 +176,13 @@ class PoolRecord:
     used: int = 0
     #: Tasks waiting for a slot.
     queued: int = 0
+
+
+#: How many task ids of each base a continuation needs -> the first index of each that
+#: it may use (``Store.task_continued``).
+ReserveIds = Callable[[dict[str, int]], dict[str, int]]
+#: A continuation's checkpoint and task rows, built with the ids reserved for it.
+Expand = Callable[[ReserveIds], tuple["Checkpoint", Sequence["NewTask"]]]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from executor.status import TaskStatus, WorkflowStatus
 from executor.store.core import SqlCore
 from executor.store.records import (
     Checkpoint,
+    Expand,
     NewTask,
     TaskFinish,
     TaskLog,
@@ -211,19 +212,21 @@ class TaskStore(SqlCore):
         self,
         workflow_id: str,
         task_id: str,
-        checkpoint: Checkpoint,
         started_at: float,
         attempts_delta: int,
-        new_tasks: Sequence[NewTask],
+        expand: Expand,
         log: tuple[float, str] | None = None,
     ) -> WorkflowStatus:
-        params = self._finish_params(
-            workflow_id, task_id, checkpoint, None, started_at, attempts_delta, ()
-        )
         w = self.tables.workflows
 
         def write() -> WorkflowStatus:
             with self._write() as conn:
+                checkpoint, new_tasks = expand(
+                    lambda counts: self._reserve_ids(conn, workflow_id, counts)
+                )
+                params = self._finish_params(
+                    workflow_id, task_id, checkpoint, None, started_at, attempts_delta, ()
+                )
                 if conn.execute(self.sql.insert_checkpoint, params).first() is not None:
                     conn.execute(self.sql.finish_task, params)
                     # Ordered after everything so far without reading the table first.
@@ -236,6 +239,21 @@ class TaskStore(SqlCore):
                 return WorkflowStatus(status)
 
         return self._retrying(write)
+
+    def _reserve_ids(
+        self, conn: Connection, workflow_id: str, counts: dict[str, int]
+    ) -> dict[str, int]:
+        """``ReserveIds`` in ``conn``'s transaction."""
+        first: dict[str, int] = {}
+        for base, n in sorted(counts.items()):
+            params = {
+                "workflow": workflow_id,
+                "base": base,
+                "numbered": _escape_like(base) + "\\_%",
+                "n": n,
+            }
+            first[base] = int(conn.execute(self.sql.reserve_ids, params).scalar_one()) - n
+        return first
 
     def tasks_canceled(self, workflow_id: str) -> None:
         t = self.tables.tasks
@@ -262,22 +280,6 @@ class TaskStore(SqlCore):
                     .returning(t.c.crashes)
                 ).scalar_one()
                 return int(crashes)
-
-        return self._retrying(write)
-
-    def reserve_task_ids(self, workflow_id: str, counts: dict[str, int]) -> dict[str, int]:
-        def write() -> dict[str, int]:
-            first: dict[str, int] = {}
-            with self._write() as conn:
-                for base, n in sorted(counts.items()):
-                    params = {
-                        "workflow": workflow_id,
-                        "base": base,
-                        "numbered": _escape_like(base) + "\\_%",
-                        "n": n,
-                    }
-                    first[base] = int(conn.execute(self.sql.reserve_ids, params).scalar_one()) - n
-            return first
 
         return self._retrying(write)
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from executor.checkpoint import dumps, loads
-from executor.errors import DatabaseError, NoFreeSlotError
+from executor.errors import DatabaseError, InvalidTypeError, NoFreeSlotError
 from executor.status import TaskStatus, WorkflowStatus
 from executor.store import Checkpoint, NewTask, SqlStore, owner_id
 from executor.store.leases import HOSTNAME
@@ -297,7 +297,7 @@ def test_a_continuations_last_task_records_the_workflow_it_completes(store, work
     data = dumps("the continuation's graph")
     continuation = Checkpoint(kind="continuation", data=data, blob=None, size=len(data))
     inner = NewTask(task_id="out.x", name="mod.x", upstream=[], user_metadata={})
-    status = store.task_continued(workflow_id, "out", continuation, started, 1, [inner])
+    status = store.task_continued(workflow_id, "out", started, 1, _built(continuation, [inner]))
     assert status == WorkflowStatus.RUNNING
     assert store.get_workflow(workflow_id).status == WorkflowStatus.RUNNING
     assert store.get_task(workflow_id, "out").status == TaskStatus.CONTINUED
@@ -426,7 +426,7 @@ def test_a_continuation_whose_task_id_is_taken_is_refused(store, workflow_id):
     continuation = Checkpoint(kind="continuation", data=data, blob=None, size=len(data))
     taken = NewTask(task_id="a", name="mod.a", upstream=[], user_metadata={})
     with pytest.raises(DatabaseError):
-        store.task_continued(workflow_id, "out", continuation, time.time(), 1, [taken])
+        store.task_continued(workflow_id, "out", time.time(), 1, _built(continuation, [taken]))
     # Nothing of it stays: the task may be continued again with new ids.
     assert store.get_task(workflow_id, "out").status == TaskStatus.PENDING
     assert store.load_checkpoint(workflow_id, "out") is None
@@ -434,12 +434,45 @@ def test_a_continuation_whose_task_id_is_taken_is_refused(store, workflow_id):
 
 def test_task_ids_are_reserved_after_those_the_workflow_has(store, workflow_id):
     _create(store, workflow_id, ["m.f", "m.f_1", "m.g", "m.f_other"])
+    _create(store, f"{workflow_id}-other", ["m.g"])
 
-    first = store.reserve_task_ids(workflow_id, {"m.f": 2, "m.h": 1})
-    again = store.reserve_task_ids(workflow_id, {"m.f": 1, "m.h": 1})
+    first = _reserved(store, workflow_id, "m.f", {"m.f": 2, "m.h": 1})
+    again = _reserved(store, workflow_id, "m.g", {"m.f": 1, "m.h": 1})
 
     # m.f had three ids that start with it (m.f_other counts, so nothing can clash).
     assert first == {"m.f": 3, "m.h": 0}
     assert again == {"m.f": 5, "m.h": 1}
-    other = store.reserve_task_ids(f"{workflow_id}-other", {"m.f": 1})
+    other = _reserved(store, f"{workflow_id}-other", "m.g", {"m.f": 1})
     assert other == {"m.f": 0}
+
+
+def test_a_continuation_that_cannot_be_built_reserves_nothing(store, workflow_id):
+    _create(store, workflow_id, ["m.f", "m.g"])
+
+    def broken(reserve):
+        reserve({"m.h": 5})
+        raise InvalidTypeError("not a DAG")
+
+    with pytest.raises(InvalidTypeError, match="not a DAG"):
+        store.task_continued(workflow_id, "m.f", time.time(), 1, broken)
+
+    assert _reserved(store, workflow_id, "m.g", {"m.h": 1}) == {"m.h": 0}
+    assert store.get_task(workflow_id, "m.f").status == TaskStatus.PENDING
+
+
+def _built(checkpoint: Checkpoint, tasks: list[NewTask]):
+    """A continuation's ``expand`` that needs no ids of its own."""
+    return lambda reserve: (checkpoint, tasks)
+
+
+def _reserved(store, workflow_id: str, task_id: str, counts: dict[str, int]) -> dict[str, int]:
+    """Continue ``task_id`` with a graph that needs ``counts`` ids; what was reserved."""
+    reserved = []
+
+    def expand(reserve):
+        reserved.append(reserve(counts))
+        data = dumps("graph")
+        return Checkpoint(kind="continuation", data=data, blob=None, size=len(data)), []
+
+    store.task_continued(workflow_id, task_id, time.time(), 1, expand)
+    return reserved[-1]
