@@ -25,8 +25,8 @@ test: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not exclusive"
-	$(BIN)/python -m pytest -q -m exclusive
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not exclusive" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m exclusive $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python bench/overhead.py
