@@ -11,10 +11,11 @@ from tests.deploy.hosts import Cluster, scratch
 from tests.deploy.hosts import cluster as start_cluster
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
-    """Head (no CPUs) and two worker hosts (1 CPU each), per test module: some tests kill
-    hosts."""
+    """Head (no CPUs) and two worker hosts (1 CPU each), shared by the deploy tests: a
+    cluster takes both cores most of a minute to start. A test that kills a worker host
+    boots another before it ends, so the next finds two."""
     with start_cluster(workers=2) as found:
         yield found
 

@@ -52,17 +52,16 @@ def run(count: int, gap: float = 0.0) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("count", [1, 2])
 def test_one_signal_or_a_pair_stops_cleanly(count):
-    for _ in range(3):
-        result = run(count)
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert result.stdout.split() == ["waited", "stopped"]
+    result = run(count)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["waited", "stopped"]
 
 
 @pytest.mark.parametrize("count", [50, 500])
 def test_a_burst_stops_the_wait_and_never_hangs(count):
     """On a loaded machine a burst of hundreds may outlast the burst window, and then its
     tail forces the stop; either way the wait ends and the process exits."""
-    for _ in range(3):
+    for _ in range(2):
         result = run(count)
         assert "waited" in result.stdout, result.stderr[-2000:]
         assert result.returncode in (0, -signal.SIGINT), result.stderr[-2000:]
