@@ -240,6 +240,7 @@ def named(function, task_id):
     return function.options(**workflow.options(task_id=task_id))
 
 url, storage, marks = sys.argv[1:4]
+ray.init(address="local", num_cpus=2, include_dashboard=False)
 workflow.init(url, storage=storage)
 s1 = named(step, "s1").bind(marks, "s1", 0)
 s2 = named(step, "s2").bind(marks, "s2", s1)

@@ -146,6 +146,7 @@ from executor import workflow
 def plus_one(x):
     return x + 1
 
+ray.init(address="local", num_cpus=1, include_dashboard=False)
 workflow.init(sys.argv[1], storage=sys.argv[2])
 outputs = [workflow.run(plus_one.bind(1), workflow_id="before")]
 ray.shutdown()
