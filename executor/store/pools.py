@@ -112,8 +112,8 @@ class PoolStore(TaskStore):
 
         def write() -> bool:
             with self._write() as conn:
-                if self.direct is None and conn.execute(sql.take, params).first() is not None:
-                    conn.execute(sql.insert_held, params)
+                if self.direct is None and self._run_in(conn, sql.forms.take, params):
+                    self._run_in(conn, sql.forms.insert_held, params)
                     return True
                 return self._try_slot_in(conn, params)
 

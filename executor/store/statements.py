@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 from executor.status import TaskStatus, WorkflowStatus
 from executor.store import schema
@@ -55,15 +56,16 @@ class Tables:
 
 @dataclass(frozen=True)
 class DirectStatement:
-    """A statement compiled for psycopg: its SQL, and the values of the constants it
-    binds (statuses and the like), which every call sends along with its own."""
+    """A statement compiled for its database's driver (psycopg by default): its SQL, and
+    the values of the constants it binds (statuses and the like), which every call sends
+    along with its own."""
 
     sql: str
     constants: dict[str, Any]
 
     @classmethod
-    def compile(cls, statement: sa.sql.Executable) -> DirectStatement:
-        compiled = statement.compile(dialect=_PSYCOPG)  # type: ignore[attr-defined]
+    def compile(cls, statement: sa.sql.Executable, dialect: str = "postgresql") -> DirectStatement:
+        compiled = statement.compile(dialect=_DRIVERS[dialect])  # type: ignore[attr-defined]
         required = {name for name, bind in compiled.binds.items() if bind.required}
         constants = {n: v for n, v in compiled.params.items() if n not in required}
         return cls(str(compiled), constants)
@@ -72,7 +74,12 @@ class DirectStatement:
         return {**self.constants, **given}
 
 
-_PSYCOPG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+#: The drivers' dialects: psycopg's, and pysqlite's with named parameters (``:name``),
+#: which take the same dict of parameters as psycopg's ``%(name)s``.
+_DRIVERS: dict[str, Any] = {
+    "postgresql": PGDialect_psycopg(),  # type: ignore[no-untyped-call]
+    "sqlite": SQLiteDialect_pysqlite(paramstyle="named"),
+}
 _INSERTS: dict[str, Any] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 #: Task statuses whose finish is recorded: running the task again would run it twice.
@@ -597,6 +604,20 @@ class PoolStatements:
             task_id=_p("s_task"),
             started_at=_p("s_now"),
         )
+        #: The statements of a take and a release, compiled for the driver: they run on
+        #: the driver's connection inside a store transaction (``SqlCore._run_in``).
+        self.forms = SlotForms(
+            *(
+                DirectStatement.compile(statement, dialect)
+                for statement in (
+                    self.take,
+                    self.insert_held,
+                    self.release,
+                    self.uncount,
+                    self.waiting,
+                )
+            )
+        )
         #: PostgreSQL's one-statement forms of taking and giving back a slot.
         self.direct_take: DirectStatement | None = None
         self.direct_release: DirectStatement | None = None
@@ -628,6 +649,17 @@ class PoolStatements:
             .values(used=p.c.used - 1)
         )
         return gone, freed.cte("freed")
+
+
+@dataclass(frozen=True)
+class SlotForms:
+    """``PoolStatements``' take and release, compiled for the driver."""
+
+    take: DirectStatement
+    insert_held: DirectStatement
+    release: DirectStatement
+    uncount: DirectStatement
+    waiting: DirectStatement
 
 
 def _lazy_commit() -> Any:

@@ -131,10 +131,10 @@ class TaskStore(SqlCore):
     def _slot_given_back(self, conn: Connection, params: dict[str, Any]) -> bool:
         """Give a task's pool slot (or place in line) back in ``conn``'s transaction
         (``PoolStatements``' parameters); True if live waiters stand in the line."""
-        sql = self.sql.pools
-        if conn.execute(sql.release, params).scalar() == HELD:
-            conn.execute(sql.uncount, params)
-        return bool(conn.execute(sql.waiting, params).scalar())
+        forms = self.sql.pools.forms
+        if self._run_in(conn, forms.release, params) == [(HELD,)]:
+            self._run_in(conn, forms.uncount, params)
+        return bool(self._run_in(conn, forms.waiting, params)[0][0])
 
     def _finish_params(
         self,
