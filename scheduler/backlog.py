@@ -85,7 +85,9 @@ class Backlog:
         identifier = jobs.job_id(jobs.SCHEDULE, name)
         # Under the job stores lock, so the scheduler thread cannot save a stale backlog
         # over this one (it holds the same lock from reading a due job to saving it).
-        with self._scheduler._jobstores_lock:  # type: ignore[attr-defined]
+        with jobs.job_stores_locked(self._scheduler) as locked:
+            if not locked:
+                return  # stopping: the backlog stays queued in the job store
             job = self._scheduler.get_job(identifier, "default")
             backlog = _queued(job) if job is not None else []
             if schedule is None or job is None or not backlog:

@@ -25,13 +25,31 @@ from apscheduler.executors.base import BaseExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.schedulers.base import STATE_RUNNING
+from apscheduler.schedulers.base import STATE_RUNNING, STATE_STOPPED, BaseScheduler
 from apscheduler.util import datetime_to_utc_timestamp
 
 if TYPE_CHECKING:
     from scheduler.service import SchedulerService
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def job_stores_locked(scheduler: BaseScheduler) -> Iterator[bool]:
+    """Hold the scheduler's job stores lock, as its own thread does from reading a due job
+    to saving it; yields True. A job that waits for it gives up once the scheduler stops
+    (yields False): APScheduler's shutdown holds that lock while it waits for running
+    jobs, so the job would wait for ever, and the shutdown with it."""
+    lock = scheduler._jobstores_lock  # type: ignore[attr-defined]
+    while not lock.acquire(timeout=0.05):
+        if scheduler.state == STATE_STOPPED:
+            yield False
+            return
+    try:
+        yield True
+    finally:
+        lock.release()
+
 
 #: APScheduler's job table, in the Gnomon database.
 JOBS_TABLE = "gnomon_apscheduler_jobs"

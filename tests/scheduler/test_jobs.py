@@ -6,9 +6,11 @@ import threading
 import time
 from datetime import timezone
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler import jobs
 from tests.waiting import eventually
@@ -62,3 +64,38 @@ def test_a_database_error_in_a_pass_does_not_stop_the_scheduler(tmp_path: Path) 
     finally:
         scheduler.shutdown(wait=False)
         engine.dispose()
+
+
+def test_a_job_waiting_for_the_job_stores_lets_the_scheduler_shut_down() -> None:
+    # Given a running job that will want the job stores lock
+    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    scheduler.start()
+    started, go_on = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def job() -> None:
+        started.set()
+        go_on.wait(10)
+        with jobs.job_stores_locked(scheduler) as locked:
+            seen.append(locked)
+
+    scheduler.add_job(job)
+    assert started.wait(10)
+
+    # When the scheduler shuts down, waiting for that job while it holds the lock
+    stopper = threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True)
+    stopper.start()
+    eventually(lambda: not _free(scheduler._jobstores_lock), what="shutdown holding the lock")
+    go_on.set()
+
+    # Then the job gives the lock up, and the shutdown ends
+    stopper.join(timeout=10)
+    assert not stopper.is_alive(), "the shutdown waits for ever"
+    assert seen == [False]
+
+
+def _free(lock: Any) -> bool:
+    if lock.acquire(blocking=False):
+        lock.release()
+        return True
+    return False
