@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -116,14 +116,17 @@ class SqlCore:
         """Run a compiled statement in ``conn``'s transaction, on its driver connection:
         SQLAlchemy's own execution costs several times what the driver spends on a short
         statement. Its rows, if any."""
-        driver: Any = conn.connection.driver_connection
-        try:
-            cursor = driver.execute(statement.sql, statement.params(params))
+        with _driver_errors(conn, statement.sql, params) as cursor:
+            cursor.execute(statement.sql, statement.params(params))
             return list(cursor.fetchall()) if cursor.description else []
-        except conn.dialect.loaded_dbapi.Error as error:
-            raise sa.exc.DBAPIError.instance(
-                statement.sql, params, error, conn.dialect.loaded_dbapi.Error
-            ) from error
+
+    @staticmethod
+    def _run_many(
+        conn: Connection, statement: DirectStatement, rows: Sequence[dict[str, Any]]
+    ) -> None:
+        """``_run_in`` once per parameter set of ``rows``, as one call to the driver."""
+        with _driver_errors(conn, statement.sql, rows[0]) as cursor:
+            cursor.executemany(statement.sql, [statement.params(row) for row in rows])
 
     def _is_transient(self, error: sa.exc.DBAPIError) -> bool:
         """Errors worth retrying: a lost connection, not a missing table."""
@@ -151,3 +154,17 @@ class SqlCore:
         """Serialise this transaction with every other taking the same key."""
         if self.name_locks:
             conn.execute(self.sql.name_lock, {"key": key})
+
+
+@contextmanager
+def _driver_errors(conn: Connection, sql: str, params: Any) -> Iterator[Any]:
+    """A cursor of ``conn``'s driver connection; the driver's errors come out as
+    SQLAlchemy's, which the store's retry policy reads."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except dbapi_error as error:
+        raise sa.exc.DBAPIError.instance(sql, params, error, dbapi_error) from error
+    finally:
+        cursor.close()

@@ -19,10 +19,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
 
 from executor.store.sql import SqlStore
-from executor.store.statements import Statements
+from executor.store.statements import DirectStatement, Statements
 
 #: Seconds a writer waits for SQLite's write lock before failing.
 BUSY_TIMEOUT = 60
+_BEGIN, _BEGIN_WRITE = DirectStatement("BEGIN", {}), DirectStatement("BEGIN IMMEDIATE", {})
 
 
 class SqliteStore(SqlStore, backend="sqlite"):
@@ -46,7 +47,7 @@ class SqliteStore(SqlStore, backend="sqlite"):
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
             immediate = conn.get_execution_options().get("gnomon_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            cls._run_in(conn, _BEGIN_WRITE if immediate else _BEGIN, {})
 
         return cls(url, engine, statements, clock)
 

@@ -74,6 +74,21 @@ class DirectStatement:
         return {**self.constants, **given}
 
 
+@dataclass(frozen=True)
+class TaskForms:
+    """``Statements``' task finish and continuation statements, compiled for the driver."""
+
+    insert_checkpoint: DirectStatement
+    finish_task: DirectStatement
+    complete_tasks: DirectStatement
+    finish_workflow: DirectStatement
+    alert_outcome: DirectStatement
+    save_log: DirectStatement
+    reserve_ids: DirectStatement
+    insert_task: DirectStatement
+    workflow_status: DirectStatement
+
+
 #: The drivers' dialects: psycopg's, and pysqlite's with named parameters (``:name``),
 #: which take the same dict of parameters as psycopg's ``%(name)s``.
 _DRIVERS: dict[str, Any] = {
@@ -162,9 +177,8 @@ class Statements:
         self.finish_task = self._one_task(t).values(self._task_finished(t))
         self.complete_tasks = (
             t.update()
-            .where(
-                t.c.workflow_id == _p("workflow"), t.c.task_id.in_(_p("completes", expanding=True))
-            )
+            .where(t.c.workflow_id == _p("workflow"))
+            .where(t.c.task_id.in_(_json_list("j_completes", dialect)))
             .values(self._completed(t))
         )
         #: A finished value that is the workflow's output (its own task's, or through a
@@ -174,8 +188,9 @@ class Statements:
         self.finish_workflow = (
             w.update()
             .where(w.c.workflow_id == _p("workflow"), w.c.status == WorkflowStatus.RUNNING.value)
-            .where(w.c.output_task_id.in_(_p("outputs", expanding=True)))
+            .where(w.c.output_task_id.in_(_json_list("j_outputs", dialect)))
             .values(self._workflow_succeeded(w))
+            .returning(w.c.workflow_id)
         )
         #: Run with many parameter sets at once (``o_*``), for one owner (``by``).
         self.finish_outcome = (
@@ -210,13 +225,7 @@ class Statements:
         #: first reservation starts after the ids of that base the workflow has already
         #: (those of its first graph, which numbers them itself).
         names = tables.task_names
-        used = (
-            sa.select(sa.func.count())
-            .select_from(t)
-            .where(t.c.workflow_id == _p("workflow"))
-            .where(sa.or_(t.c.task_id == _p("base"), t.c.task_id.like(_p("numbered"), escape="\\")))
-            .scalar_subquery()
-        )
+        used = _ids_used(tables, _p("base"), _p("numbered"))
         reserve = self.insert(names).values(
             workflow_id=_p("workflow"), base=_p("base"), next=used + _p("n"), reserved=_p("n")
         )
@@ -264,6 +273,35 @@ class Statements:
         )
         self.alert_retry = (
             self.insert(o).from_select(ALERT_COLUMNS, retried).on_conflict_do_nothing()
+        )
+        #: A continuation's new tasks, one row per parameter set (``n_<TASK_FIELDS>``).
+        self.insert_task = t.insert().values(
+            workflow_id=_p("workflow"),
+            **{key: _p("n_" + key) for key in TASK_FIELDS},
+            status=TaskStatus.PENDING.value,
+            attempts=0,
+            # A driver-compiled INSERT sends no Python-side defaults.
+            crashes=0,
+        )
+        self.workflow_status = sa.select(w.c.status).where(w.c.workflow_id == _p("workflow"))
+        #: The statements of a task's finish and of a continuation's expansion, compiled
+        #: for the driver: they run on the driver's connection inside a store
+        #: transaction (``SqlCore._run_in``).
+        self.forms = TaskForms(
+            *(
+                DirectStatement.compile(statement, dialect)
+                for statement in (
+                    self.insert_checkpoint,
+                    self.finish_task,
+                    self.complete_tasks,
+                    self.finish_workflow,
+                    self.alert_outcome,
+                    self.save_log,
+                    self.reserve_ids,
+                    self.insert_task,
+                    self.workflow_status,
+                )
+            )
         )
         self.pools = PoolStatements(tables, dialect)
         self.direct = DirectForms(self) if dialect == "postgresql" else None
@@ -357,6 +395,14 @@ def _ended_columns(w: sa.Table) -> list[sa.Column[Any]]:
         w.c.created_at,
         w.c.ended_at,
     ]
+
+
+def _json_list(name: str, dialect: str) -> sa.Select[Any]:
+    """The elements of a parameter holding a JSON array of strings, for ``IN``: one
+    parameter however long the list, so the statement compiles once for the driver."""
+    if dialect == "postgresql":
+        return sa.select(sa.func.jsonb_array_elements_text(sa.cast(_p(name), postgresql.JSONB)))
+    return sa.select(sa.column("value")).select_from(sa.func.json_each(_p(name)))
 
 
 def _any(name: str) -> Any:
@@ -466,24 +512,73 @@ class DirectForms:
         #: document, not an array per column: psycopg inspects every element of an array
         #: parameter to pick its type. Returns a row per task if it created the workflow.
         workflow = s.insert_workflow.cte("workflow")
-        r = _json_rows("tasks", "r")
-        fields = {
-            t.c.workflow_id: workflow.c.workflow_id,
-            **{t.c[key]: _field(r, i) for i, key in enumerate(TASK_FIELDS)},
-            t.c.seq: sa.cast(_field(r, TASK_FIELDS.index("seq")), sa.BigInteger),
-            t.c.status: sa.literal(TaskStatus.PENDING.value),
-            t.c.attempts: sa.literal(0),
-        }
         self.create_workflow = DirectStatement.compile(
-            s.insert(t)
-            # Columns left out take the database's defaults, not values bound here.
-            .from_select(
-                list(fields),
-                sa.select(*fields.values()).join_from(workflow, r, sa.true()),
-                include_defaults=False,
-            )
-            .returning(sa.literal_column("1"))
+            _insert_json_tasks(s, created=workflow).returning(sa.literal_column("1"))
         )
+        #: ``task_continued``: the continuation's checkpoint, then, only if it was the
+        #: first for the task, the task's row and the new tasks (``tasks``, as above).
+        #: Returns the workflow's status, for a cancel that came meanwhile.
+        added = _insert_json_tasks(s, condition=first)
+        self.continue_task = DirectStatement.compile(
+            s.workflow_status.add_cte(*task, added.returning(t.c.task_id).cte("added"))
+        )
+        #: ``ReserveIds`` for every base at once: ``bases`` is a JSON array of [base, its
+        #: LIKE pattern of numbered ids, count]; returns (base, the counter's new end).
+        names, b = s.tables.task_names, _json_rows("bases", "b")
+        base, n = _field(b, 0), sa.cast(_field(b, 2), sa.Integer)
+        used = _ids_used(s.tables, base, _field(b, 1))
+        reserve = s.insert(names).from_select(
+            ["workflow_id", "base", "next", "reserved"],
+            sa.select(_p("workflow", type_=sa.String), base, used + n, n),
+        )
+        self.reserve_ids = DirectStatement.compile(
+            reserve.on_conflict_do_update(
+                index_elements=[names.c.workflow_id, names.c.base],
+                set_={
+                    names.c.next: names.c.next + reserve.excluded.reserved,
+                    names.c.reserved: reserve.excluded.reserved,
+                },
+            ).returning(names.c.base, names.c.next)
+        )
+
+
+def _ids_used(tables: Tables, base: Any, numbered: Any) -> Any:
+    """How many ids of ``base`` (itself, or numbered: LIKE ``numbered``) the workflow
+    ``workflow`` has, for its counter's first reservation; 0 once the counter exists,
+    whose reservations do not read it, so a deep recursion does not count its tasks at
+    every level."""
+    t, names = tables.tasks, tables.task_names
+    counted = sa.exists().where(names.c.workflow_id == _p("workflow"), names.c.base == base)
+    used = (
+        sa.select(sa.func.count())
+        .select_from(t)
+        .where(t.c.workflow_id == _p("workflow"))
+        .where(sa.or_(t.c.task_id == base, t.c.task_id.like(numbered, escape="\\")))
+        .scalar_subquery()
+    )
+    return sa.case((counted, 0), else_=used)
+
+
+def _insert_json_tasks(s: Statements, created: Any = None, condition: Any = None) -> Any:
+    """An INSERT of the task rows in the JSON array parameter ``tasks`` (each a
+    ``json_task_row``): into the workflow ``created`` (the CTE of a new workflow's row)
+    inserts, or else into the one named by the parameter ``workflow``, where
+    ``condition`` holds."""
+    t, r = s.tables.tasks, _json_rows("tasks", "r")
+    workflow = _p("workflow", type_=sa.String) if created is None else created.c.workflow_id
+    fields = {
+        t.c.workflow_id: workflow,
+        **{t.c[key]: _field(r, i) for i, key in enumerate(TASK_FIELDS)},
+        t.c.seq: sa.cast(_field(r, TASK_FIELDS.index("seq")), sa.BigInteger),
+        t.c.status: sa.literal(TaskStatus.PENDING.value),
+        t.c.attempts: sa.literal(0),
+    }
+    rows = sa.select(*fields.values())
+    rows = rows.select_from(r) if created is None else rows.join_from(created, r, sa.true())
+    if condition is not None:
+        rows = rows.where(condition)
+    # Columns left out take the database's defaults, not values bound here.
+    return s.insert(t).from_select(list(fields), rows, include_defaults=False)
 
 
 #: A task's fields in ``DirectForms.create_workflow``'s JSON rows, in order.

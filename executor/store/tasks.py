@@ -22,7 +22,7 @@ from executor.store.records import (
     TaskRecord,
     dump_json,
 )
-from executor.store.statements import FINISHED, HELD
+from executor.store.statements import FINISHED, HELD, json_task_row
 
 #: Statuses of a task that has not ended: a cancel ends them CANCELED.
 _UNFINISHED = [
@@ -46,19 +46,13 @@ _NOT_DONE = [
 
 class TaskStore(SqlCore):
     def _insert_tasks(
-        self,
-        conn: Connection,
-        workflow_id: str,
-        new_tasks: Sequence[NewTask],
-        first_seq: int,
-        strict: bool = False,
+        self, conn: Connection, workflow_id: str, new_tasks: Sequence[NewTask], first_seq: int
     ) -> None:
-        """Insert task rows; ``strict``: an id that exists already is an error (a
-        continuation's ids are reserved), not a row to skip (a workflow created twice)."""
+        """Insert task rows, skipping ids that exist already (a workflow created twice)."""
         if not new_tasks:
             return
         conn.execute(
-            self.sql.tasks.insert() if strict else self.sql.insert_tasks,
+            self.sql.insert_tasks,
             [
                 {
                     "workflow_id": workflow_id,
@@ -160,6 +154,8 @@ class TaskStore(SqlCore):
             "output": task_id if checkpoint is not None and not continued else None,
             "completes": list(completes),
             "outputs": [task_id, *completes],
+            "j_completes": dump_json(list(completes)),
+            "j_outputs": dump_json([task_id, *completes]),
         }
         if checkpoint is not None:
             params.update(
@@ -193,19 +189,17 @@ class TaskStore(SqlCore):
     ) -> bool:
         """A finish's statements in ``conn``'s transaction (``params`` as
         ``task_finished`` builds them); True if it also recorded the workflow's outcome."""
-        if (
-            checkpoint is not None
-            and conn.execute(self.sql.insert_checkpoint, params).first() is None
-        ):
+        forms = self.sql.forms
+        if checkpoint is not None and not self._run_in(conn, forms.insert_checkpoint, params):
             return False  # checkpointed already: the first result and its row stand
-        conn.execute(self.sql.finish_task, params)
+        self._run_in(conn, forms.finish_task, params)
         if params["completes"]:
-            conn.execute(self.sql.complete_tasks, params)
+            self._run_in(conn, forms.complete_tasks, params)
         if params["output"] is None or not graph_output:
             return False  # no stored output (the manager records the outcome), or not it
-        if conn.execute(self.sql.finish_workflow, params).rowcount == 0:
+        if not self._run_in(conn, forms.finish_workflow, params):
             return False
-        conn.execute(self.sql.alert_outcome, params)  # the outbox, with the outcome
+        self._run_in(conn, forms.alert_outcome, params)  # the outbox, with the outcome
         return True
 
     def task_continued(
@@ -217,8 +211,6 @@ class TaskStore(SqlCore):
         expand: Expand,
         log: tuple[float, str] | None = None,
     ) -> WorkflowStatus:
-        w = self.tables.workflows
-
         def write() -> WorkflowStatus:
             with self._write() as conn:
                 checkpoint, new_tasks = expand(
@@ -227,32 +219,48 @@ class TaskStore(SqlCore):
                 params = self._finish_params(
                     workflow_id, task_id, checkpoint, None, started_at, attempts_delta, ()
                 )
-                if conn.execute(self.sql.insert_checkpoint, params).first() is not None:
-                    conn.execute(self.sql.finish_task, params)
-                    # Ordered after everything so far without reading the table first.
-                    self._insert_tasks(conn, workflow_id, new_tasks, _seq_now(), strict=True)
                 if log:
                     self._save_log(conn, workflow_id, task_id, *log)
-                status = conn.execute(
-                    sa.select(w.c.status).where(w.c.workflow_id == workflow_id)
-                ).scalar_one()
-                return WorkflowStatus(status)
+                # Ordered after everything so far without reading the table first.
+                return self._continued_in(conn, params, new_tasks, _seq_now())
 
         return self._retrying(write)
+
+    def _continued_in(
+        self, conn: Connection, params: dict[str, Any], new_tasks: Sequence[NewTask], seq: int
+    ) -> WorkflowStatus:
+        """A continuation's checkpoint, then, if it was the first for the task, the task's
+        row and the new tasks, in ``conn``'s transaction; the workflow's status."""
+        if self.sql.direct is not None:
+            rows = [json_task_row(task, seq + i) for i, task in enumerate(new_tasks)]
+            form, params = self.sql.direct.continue_task, {**params, "tasks": dump_json(rows)}
+            return WorkflowStatus(self._run_in(conn, form, params)[0][0])
+        forms = self.sql.forms
+        if self._run_in(conn, forms.insert_checkpoint, params):
+            self._run_in(conn, forms.finish_task, params)
+            if new_tasks:
+                self._run_many(
+                    conn, forms.insert_task, _new_task_rows(params["workflow"], new_tasks, seq)
+                )
+        return WorkflowStatus(self._run_in(conn, forms.workflow_status, params)[0][0])
 
     def _reserve_ids(
         self, conn: Connection, workflow_id: str, counts: dict[str, int]
     ) -> dict[str, int]:
         """``ReserveIds`` in ``conn``'s transaction."""
+        if self.sql.direct is not None:
+            bases = [[base, _numbered(base), n] for base, n in sorted(counts.items())]
+            ends = self._run_in(
+                conn,
+                self.sql.direct.reserve_ids,
+                {"workflow": workflow_id, "bases": dump_json(bases)},
+            )
+            return {base: int(end) - counts[base] for base, end in ends}
         first: dict[str, int] = {}
         for base, n in sorted(counts.items()):
-            params = {
-                "workflow": workflow_id,
-                "base": base,
-                "numbered": _escape_like(base) + "\\_%",
-                "n": n,
-            }
-            first[base] = int(conn.execute(self.sql.reserve_ids, params).scalar_one()) - n
+            one = {"workflow": workflow_id, "base": base, "numbered": _numbered(base), "n": n}
+            ((end,),) = self._run_in(conn, self.sql.forms.reserve_ids, one)
+            first[base] = int(end) - n
         return first
 
     def tasks_canceled(self, workflow_id: str) -> None:
@@ -385,8 +393,9 @@ class TaskStore(SqlCore):
     def _save_log(
         self, conn: Connection, workflow_id: str, task_id: str, started_at: float, text: str
     ) -> None:
-        conn.execute(
-            self.sql.save_log,
+        self._run_in(
+            conn,
+            self.sql.forms.save_log,
             {
                 "workflow": workflow_id,
                 "task": task_id,
@@ -476,6 +485,30 @@ class TaskStore(SqlCore):
 def _escape_like(text: str) -> str:
     """``text`` matched literally by LIKE with ``\\`` as the escape character."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _numbered(base: str) -> str:
+    """The LIKE pattern of ``base``'s numbered ids (``base_1``, ``base_2``, ...)."""
+    return _escape_like(base) + "\\_%"
+
+
+def _new_task_rows(
+    workflow_id: str, new_tasks: Sequence[NewTask], first_seq: int
+) -> list[dict[str, Any]]:
+    """``Statements.insert_task``'s parameter sets for ``new_tasks``, in order."""
+    return [
+        {
+            "workflow": workflow_id,
+            "n_task_id": t.task_id,
+            "n_seq": first_seq + i,
+            "n_name": t.name,
+            "n_parent_task_id": t.parent_task_id,
+            "n_upstream": dump_json(t.upstream),
+            "n_user_metadata": dump_json(t.user_metadata),
+            "n_pool": t.pool,
+        }
+        for i, t in enumerate(new_tasks)
+    ]
 
 
 def _seq_now() -> int:
