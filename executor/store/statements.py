@@ -1,12 +1,15 @@
 """The store's hot-path statements, built once from the schema's tables.
 
 Creating a workflow, marking tasks started, finishing a task (its checkpoint, its row,
-the rows its continuations complete, the workflow's outcome) and recording outcomes run
-for every task of every workflow. Each is built here, once per set of tables, with
-SQLAlchemy Core. The same objects run through SQLAlchemy on both databases. On
-PostgreSQL the hottest are also composed into one statement each, from the same parts,
-and compiled once for psycopg (``DirectStatement``): one round trip, and a plain string
-on the wire. A schema change is therefore a change to ``schema.py`` alone.
+the rows its continuations complete, the workflow's outcome), expanding a continuation
+and recording outcomes run for every task of every workflow. Each is built here, once
+per set of tables, with SQLAlchemy Core. A task's finish, a continuation's expansion and
+a pool slot's take and release are also compiled once for the database's driver
+(``DirectStatement``; ``Statements.forms``, ``PoolStatements.forms``) and run on the
+driver's connection inside a store transaction: SQLAlchemy's execution of a statement
+costs several times what SQLite spends on it. On PostgreSQL the hottest are composed
+into one statement each, from the same parts (``DirectForms``): one round trip. A
+schema change is therefore a change to ``schema.py`` alone.
 
 Bind parameters are named after what they carry, never after a column: SQLAlchemy
 reserves a column's name for its own parameter in an INSERT or UPDATE.
