@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,9 @@ def test_a_job_waiting_for_the_job_stores_lets_the_scheduler_shut_down() -> None
         with jobs.job_stores_locked(scheduler) as locked:
             seen.append(locked)
 
-    scheduler.add_job(job)
+    # An interval job, as the housekeeping passes are (a one-off one is removed after
+    # its run, which races the shutdown inside APScheduler's own loop).
+    scheduler.add_job(job, "interval", hours=1, next_run_time=datetime.now(timezone.utc))
     assert started.wait(10)
 
     # When the scheduler shuts down, waiting for that job while it holds the lock
