@@ -57,6 +57,14 @@ class Launcher(Protocol):
         """Wait, holding no CPU, until a retrying task's next attempt may start; the
         ref resolves then."""
 
+    def here(self, stages: tuple[Stage, ...], calls: list[Call]) -> Any:
+        """Run a chain in this process instead of submitting it, if it may: its last
+        task's output (a value, or ``Continued``); else ``NOT_RUN``, to submit it."""
+
+
+#: What a launcher's ``here`` returns for a chain it did not run.
+NOT_RUN: Any = object()
+
 
 @dataclass(frozen=True)
 class Inline:
@@ -114,11 +122,13 @@ class GraphRunner:
         outer = self._nested  # a stored continuation's graph is submitted within
         self._nested = {u for task_id in needed for u in graph.tasks[task_id].nested}
         refs: dict[str, Any] = {}
+        chains = self._chains(graph, needed)
+        here = _last_root(graph, chains) if self.state is None else None
         try:
-            for chain in self._chains(graph, needed):
+            for i, chain in enumerate(chains):
                 last = chain[-1][0]
                 own_completes = completes if last == graph.output else ()
-                refs[last] = self._submit_chain(graph, chain, refs, own_completes)
+                refs[last] = self._submit_chain(graph, chain, refs, own_completes, i == here)
         finally:
             self._nested = outer
         return refs
@@ -253,19 +263,14 @@ class GraphRunner:
         chain: list[tuple[str, int | str | None]],
         refs: dict[str, Any],
         completes: tuple[str, ...],
+        here: bool = False,
     ) -> Any:
+        """Submit one chain (``here``: or run it in this process, if the launcher will)."""
         head = graph.tasks[chain[0][0]]
         if len(chain) == 1:
             standin = self.standin(head.task_id, completes)
-            if isinstance(standin, Continued):
-                return standin.ref
             if standin is not NOT_RECORDED:
-                # Taken whole as an argument, a value goes inline with each call that
-                # takes it (Ray stores a large one itself); the output, and a value
-                # nested in another argument, must be a ref.
-                if head.task_id == graph.output or head.task_id in self._nested:
-                    return ray.put(standin)
-                return Inline(standin)
+                return self._handed_on(graph, head.task_id, standin)
 
         chained = {task_id for task_id, _ in chain}
 
@@ -334,9 +339,24 @@ class GraphRunner:
             stages[0] = replace(
                 stages[0], attempts=max((retrying.next_attempt or 1) - 1, 0), gated=True
             )
+        ran = self.launcher.here(tuple(stages), calls) if here and gate is None else NOT_RUN
+        if ran is not NOT_RUN:
+            return self._handed_on(graph, chain[-1][0], ran)
         ref = self.launcher.chain(tuple(stages), calls, gate)
         self.submitted.append((ref, upstream_refs, True))
         return ref
+
+    def _handed_on(self, graph: Graph, task_id: str, value: Any) -> Any:
+        """A task's output that is already known (it stood in, or ran in this process), as
+        the tasks that take it get it: a ``Continued``'s ref, else the value itself."""
+        if isinstance(value, Continued):
+            return value.ref
+        # Taken whole as an argument, a value goes inline with each call that takes it
+        # (Ray stores a large one itself); the output, and a value nested in another
+        # argument, must be a ref.
+        if task_id == graph.output or task_id in self._nested:
+            return ray.put(value)
+        return Inline(value)
 
     def cancelable(self) -> list[tuple[ray.ObjectRef, bool]]:
         """The submitted tasks that may be cancelled directly, downstream first, each with
@@ -366,6 +386,25 @@ class GraphRunner:
             function = data if len(data) <= _INLINE_FUNCTION_BYTES else ray.put(data)
             self._functions[key] = function
         return function
+
+
+def _last_root(graph: Graph, chains: list[list[tuple[str, int | str | None]]]) -> int | None:
+    """The chain a launcher may run in place of submitting it: the last one that needs no
+    other task, if every chain after it needs its output. All the others are submitted
+    before it runs, and those after it could not start before it ends, so running it
+    here delays nothing. None if there is no such chain."""
+    for i in range(len(chains) - 1, -1, -1):
+        head = chains[i][0][0]
+        if graph.tasks[head].upstream:
+            continue
+        after = {task_id for chain in chains[i + 1 :] for task_id, _ in chain}
+        needs = {task_id for task_id, _ in chains[i]}
+        for chain in chains[i + 1 :]:
+            for task_id, _ in chain:
+                if needs.intersection(graph.tasks[task_id].upstream):
+                    needs.add(task_id)
+        return i if after <= needs else None
+    return None
 
 
 def _slot(spec: TaskSpec, upstream: str) -> int | str | None:

@@ -9,13 +9,16 @@ continuation's output.
 
 A task that receives a ``Continued`` follows it; if the value is not ready yet, the rest
 of its chain is submitted again with the ref as an argument instead of blocking a
-worker, so continuations hold no CPU while they wait.
+worker, so continuations hold no CPU while they wait. One chain of a continuation may
+run in place, in the call that expanded it (``InPlaceLauncher``): the tasks that take
+its output then wait for its final value instead.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, replace
@@ -36,7 +39,7 @@ from executor.errors import (
     WorkflowCancellationError,
     WorkflowError,
 )
-from executor.graph_runner import GraphRunner, new_task_rows
+from executor.graph_runner import NOT_RUN, GraphRunner, new_task_rows
 from executor.logs import AttemptLog, capture
 from executor.notices import NOTICES
 from executor.options import TaskOptions
@@ -79,8 +82,13 @@ def run_task(packed: bytes, *flat: Any) -> Any:
     function and arguments, so Ray resolves the ObjectRefs among them.
     """
     stages = unpack(packed)
-    calls = unflatten(stages, flat)
-    recorded, crashed = _after_crash(stages) if _retried() else (None, None)
+    return _run_chain(stages, unflatten(stages, flat), _retried())
+
+
+def _run_chain(stages: tuple[Stage, ...], calls: list[Call], retried: bool) -> Any:
+    """``run_task``'s chain, its arguments resolved; ``retried``: Ray runs the call
+    again, so some of its tasks may have finished already."""
+    recorded, crashed = _after_crash(stages) if retried else (None, None)
     value: Any = None
     for i, (stage, (function, args, kwargs, deps)) in enumerate(zip(stages, calls, strict=True)):
         if i > 0:
@@ -496,7 +504,7 @@ def _continue(
         raise WorkflowCancellationError(ctx.workflow_id)
     # Submitted from this worker, not through the manager: routing every expansion
     # through one actor makes it the bottleneck of a deep recursion.
-    runner = GraphRunner(ctx.config, ctx.workflow_id, RayLauncher(ctx.config))
+    runner = GraphRunner(ctx.config, ctx.workflow_id, InPlaceLauncher(ctx.config, ctx))
     return Continued(runner.submit(graph, completes=(ctx.task_id, *ctx.completes)))
 
 
@@ -557,3 +565,62 @@ class RayLauncher:
     def backoff(self, ctx: TaskContext, wake_at: float) -> ray.ObjectRef:
         ref: ray.ObjectRef = find_manager(self.config).backoff.remote(ctx, wake_at)
         return ref
+
+    def here(self, stages: tuple[Stage, ...], calls: list[Call]) -> Any:
+        return NOT_RUN
+
+
+#: How many continuations deep a worker runs one of a continuation's tasks itself
+#: (``InPlaceLauncher``); deeper, it submits them all, and the stack stays short.
+IN_PLACE_DEPTH = 16
+_in_place = threading.local()
+
+
+@dataclass(frozen=True)
+class InPlaceLauncher(RayLauncher):
+    """The launcher of a continuation expanded in a worker, which runs one of its chains
+    in the Ray call of the task that returned it (the one ``GraphRunner`` offers: the
+    chains before it are submitted first, and those after it need its output). That
+    spares a Ray call, and the tasks that take its output wait for its final value, where
+    they would find a continuation's ``Continued`` and have to be submitted again.
+
+    Only a chain that this call could have run as its own: the same Ray options (so the
+    same resources), no scheduling strategy, no pool, no timeout, arguments that hold no
+    ObjectRef for Ray to resolve, and a task that returned it holding no pool slot."""
+
+    parent: TaskContext
+
+    def here(self, stages: tuple[Stage, ...], calls: list[Call]) -> Any:
+        depth = getattr(_in_place, "depth", 0)
+        if depth >= IN_PLACE_DEPTH or not self._fits(stages, calls):
+            return NOT_RUN
+        _in_place.depth = depth + 1
+        try:
+            # Not retried, whatever this call's attempt: these tasks start here.
+            return _run_chain(stages, calls, retried=False)
+        except Exception as error:
+            # The tasks that take its output fail, or catch it, as they would have had it
+            # failed in a call of its own: Ray fails a task whose argument holds an error.
+            failure = ray.exceptions.RayTaskError(
+                stages[-1].ctx.task_id, traceback.format_exc(), error
+            )
+            return Continued(ray.put(failure))
+        finally:
+            _in_place.depth = depth
+
+    def _fits(self, stages: tuple[Stage, ...], calls: list[Call]) -> bool:
+        if self.parent.options.pool is not None:
+            return False
+        for stage, (function, args, kwargs, deps) in zip(stages, calls, strict=True):
+            ctx = stage.ctx
+            if (
+                isinstance(function, ray.ObjectRef)
+                or ctx.ray_options != self.parent.ray_options
+                or "scheduling_strategy" in ctx.ray_options
+                or ctx.options.pool is not None
+                or ctx.options.timeout_s is not None
+                or deps
+                or any(isinstance(arg, ray.ObjectRef) for arg in (*args, *kwargs.values()))
+            ):
+                return False
+        return True

@@ -22,7 +22,7 @@ from executor.store.records import (
     TaskRecord,
     dump_json,
 )
-from executor.store.statements import FINISHED, HELD, json_task_row
+from executor.store.statements import FINISHED, HELD, TASK_FIELDS, json_task_row
 
 #: Statuses of a task that has not ended: a cancel ends them CANCELED.
 _UNFINISHED = [
@@ -154,8 +154,6 @@ class TaskStore(SqlCore):
             "output": task_id if checkpoint is not None and not continued else None,
             "completes": list(completes),
             "outputs": [task_id, *completes],
-            "j_completes": dump_json(list(completes)),
-            "j_outputs": dump_json([task_id, *completes]),
         }
         if checkpoint is not None:
             params.update(
@@ -190,6 +188,12 @@ class TaskStore(SqlCore):
         """A finish's statements in ``conn``'s transaction (``params`` as
         ``task_finished`` builds them); True if it also recorded the workflow's outcome."""
         forms = self.sql.forms
+        # The compiled forms take lists as JSON (PostgreSQL's one-statement forms, arrays).
+        params = {
+            **params,
+            "j_completes": dump_json(params["completes"]),
+            "j_outputs": dump_json(params["outputs"]),
+        }
         if checkpoint is not None and not self._run_in(conn, forms.insert_checkpoint, params):
             return False  # checkpointed already: the first result and its row stand
         self._run_in(conn, forms.finish_task, params)
@@ -499,15 +503,12 @@ def _new_task_rows(
     return [
         {
             "workflow": workflow_id,
-            "n_task_id": t.task_id,
-            "n_seq": first_seq + i,
-            "n_name": t.name,
-            "n_parent_task_id": t.parent_task_id,
-            "n_upstream": dump_json(t.upstream),
-            "n_user_metadata": dump_json(t.user_metadata),
-            "n_pool": t.pool,
+            **{
+                "n_" + key: value
+                for key, value in zip(TASK_FIELDS, json_task_row(task, first_seq + i), strict=True)
+            },
         }
-        for i, t in enumerate(new_tasks)
+        for i, task in enumerate(new_tasks)
     ]
 
 

@@ -1,0 +1,87 @@
+"""A continuation's task run in the Ray call of the task that returned it (``worker.
+InPlaceLauncher``): which ones, how deep, and a worker that dies in one."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import ray
+
+from executor import workflow as api
+from executor.worker import IN_PLACE_DEPTH
+from tests.waiting import count, mark
+
+
+def _ray_task() -> str:
+    return ray.get_runtime_context().get_task_id()
+
+
+@ray.remote
+def calls(n: int) -> list[str]:
+    """The Ray task each level of an ``n``-deep recursion ran in, outermost last."""
+    if n == 0:
+        return [_ray_task()]
+    return api.continuation(append.bind(calls.bind(n - 1), _ray_task()))
+
+
+@ray.remote
+def append(found: list[str], task: str) -> list[str]:
+    return [*found, task]
+
+
+@ray.remote
+def calls_changing_cpus(n: int) -> list[str]:
+    """As ``calls``, each level asking for other CPUs than the one that returned it."""
+    if n == 0:
+        return [_ray_task()]
+    inner = calls_changing_cpus.options(num_cpus=0.5 if n % 2 else 1).bind(n - 1)
+    return api.continuation(append.bind(inner, _ray_task()))
+
+
+@ray.remote
+def returns_a_continuation(marks: str) -> str:
+    mark(marks, "outer")
+    return api.continuation(dies_once.bind(marks))
+
+
+@ray.remote
+def dies_once(marks: str) -> str:
+    if mark(marks, "inner") == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "done"
+
+
+def test_a_continuations_task_runs_in_the_call_of_the_task_that_returned_it(workflow, workflow_id):
+    found = workflow.run(calls.bind(5), workflow_id=workflow_id)
+
+    assert len(found) == 6
+    assert len(set(found)) == 1, found
+
+
+def test_a_task_that_asks_for_other_resources_gets_a_call_of_its_own(workflow, workflow_id):
+    found = workflow.run(calls_changing_cpus.bind(3), workflow_id=workflow_id)
+
+    assert len(set(found)) == 4, found
+
+
+def test_past_the_depth_a_recursion_goes_on_in_new_calls(workflow, workflow_id):
+    levels = 2 * IN_PLACE_DEPTH + 10
+
+    found = workflow.run(calls.bind(levels - 1), workflow_id=workflow_id)
+
+    assert len(found) == levels
+    assert len(set(found)) == math.ceil(levels / (IN_PLACE_DEPTH + 1)), found
+
+
+def test_a_worker_that_dies_in_a_task_run_in_place_runs_only_that_task_again(
+    workflow, workflow_id, marks
+):
+    assert workflow.run(returns_a_continuation.bind(str(marks)), workflow_id=workflow_id) == "done"
+
+    assert count(marks, "outer") == 1  # checkpointed (its continuation) before the death
+    assert count(marks, "inner") == 2
+    # Its first run was in place: in the worker that ran the outer task.
+    assert (marks / "inner").read_text().split()[0] == (marks / "outer").read_text().split()[0]
+    assert workflow.get_status(workflow_id) == api.SUCCESSFUL
