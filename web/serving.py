@@ -40,7 +40,12 @@ class DashboardServer:
         return f"http://{shown}:{self.port}/"
 
     def close(self) -> None:
-        self.server.close()
+        if not self.thread.is_alive():
+            self.server.close()
+            return
+        # Closed by its own loop thread, between two selects: closed from here, its
+        # sockets could go while that thread selects on them (EBADF there).
+        self.server.trigger.pull_trigger(self.server.close)
         self.thread.join(timeout=5)
 
 
