@@ -130,6 +130,11 @@ ALERT_COLUMNS = [
 ]
 
 
+def _compiled(dialect: str, *statements: sa.sql.Executable) -> list[DirectStatement]:
+    """Each statement compiled for ``dialect``'s driver, in order."""
+    return [DirectStatement.compile(statement, dialect) for statement in statements]
+
+
 def _p(name: str, **kw: Any) -> sa.BindParameter[Any]:
     return sa.bindparam(name, **kw)
 
@@ -141,7 +146,6 @@ class Statements:
     def __init__(self, tables: Tables, dialect: str) -> None:
         self.tables = tables
         self.insert = _INSERTS[dialect]
-        self.tasks = tables.tasks
         w, t, c, logs = tables.workflows, tables.tasks, tables.checkpoints, tables.task_logs
 
         self.insert_workflow = (
@@ -291,19 +295,17 @@ class Statements:
         #: for the driver: they run on the driver's connection inside a store
         #: transaction (``SqlCore._run_in``).
         self.forms = TaskForms(
-            *(
-                DirectStatement.compile(statement, dialect)
-                for statement in (
-                    self.insert_checkpoint,
-                    self.finish_task,
-                    self.complete_tasks,
-                    self.finish_workflow,
-                    self.alert_outcome,
-                    self.save_log,
-                    self.reserve_ids,
-                    self.insert_task,
-                    self.workflow_status,
-                )
+            *_compiled(
+                dialect,
+                self.insert_checkpoint,
+                self.finish_task,
+                self.complete_tasks,
+                self.finish_workflow,
+                self.alert_outcome,
+                self.save_log,
+                self.reserve_ids,
+                self.insert_task,
+                self.workflow_status,
             )
         )
         self.pools = PoolStatements(tables, dialect)
@@ -705,15 +707,8 @@ class PoolStatements:
         #: The statements of a take and a release, compiled for the driver: they run on
         #: the driver's connection inside a store transaction (``SqlCore._run_in``).
         self.forms = SlotForms(
-            *(
-                DirectStatement.compile(statement, dialect)
-                for statement in (
-                    self.take,
-                    self.insert_held,
-                    self.release,
-                    self.uncount,
-                    self.waiting,
-                )
+            *_compiled(
+                dialect, self.take, self.insert_held, self.release, self.uncount, self.waiting
             )
         )
         #: PostgreSQL's one-statement forms of taking and giving back a slot.

@@ -188,7 +188,7 @@ class TaskStore(SqlCore):
         """A finish's statements in ``conn``'s transaction (``params`` as
         ``task_finished`` builds them); True if it also recorded the workflow's outcome."""
         forms = self.sql.forms
-        # The compiled forms take lists as JSON (PostgreSQL's one-statement forms, arrays).
+        # The compiled forms take lists as JSON (PostgreSQL's one-statement forms take arrays).
         params = {
             **params,
             "j_completes": dump_json(params["completes"]),
