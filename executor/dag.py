@@ -68,6 +68,11 @@ class Graph:
     #: Workflow options every task takes unless it gives its own (``split_options``).
     defaults: tuple[tuple[str, Any], ...] = ()
 
+    @property
+    def pools(self) -> set[str]:
+        """The pools its tasks run in."""
+        return {spec.options.pool for spec in self.tasks.values() if spec.options.pool}
+
 
 #: The kind of the task ``catching`` adds.
 CATCH = "catch"

@@ -61,6 +61,12 @@ class Launcher(Protocol):
         """Run a chain in this process instead of submitting it, if it may: its last
         task's output (a value, or ``Continued``); else ``NOT_RUN``, to submit it."""
 
+    def take_slots(self, workflow_id: str, wanted: dict[str, list[tuple[str, int]]]) -> set[str]:
+        """Take pool slots, before submitting them, for tasks that can start at once
+        (``wanted``: pool -> (task_id, priority)), if this launcher's process holds slots
+        for the tasks it submits; the task ids that hold one now. The others take
+        theirs as they start."""
+
 
 #: What a launcher's ``here`` returns for a chain it did not run.
 NOT_RUN: Any = object()
@@ -91,11 +97,12 @@ class GraphRunner:
         self._checkpoints: dict[str, Checkpoint] = {}
         #: Tasks whose values the tasks being submitted take nested in an argument.
         self._nested: set[str] = set()
-        #: The tasks this runner submitted, each with its upstream tasks' refs, so a
-        #: cancel can stop them (see ``cancelable``).
         #: The tasks this runner submitted: (ref, its upstream tasks' refs, whether it is a
         #: chain of functions run by a worker rather than a wait run by the manager).
         self.submitted: list[tuple[ray.ObjectRef, list[ray.ObjectRef], bool]] = []
+        #: The tasks whose pool slots were taken as they were submitted (``take_slots``):
+        #: task_id -> (pool, the ref of its chain).
+        self.holding: dict[str, tuple[str, ray.ObjectRef]] = {}
 
     def submit(self, graph: Graph, completes: tuple[str, ...] = ()) -> Any:
         """Submit what the graph's output still needs; return the output's ref."""
@@ -124,11 +131,14 @@ class GraphRunner:
         refs: dict[str, Any] = {}
         chains = self._chains(graph, needed)
         here = _last_root(graph, chains) if self.state is None else None
+        holding = self._take_slots(graph, chains) if self.state is None else set()
         try:
             for i, chain in enumerate(chains):
                 last = chain[-1][0]
                 own_completes = completes if last == graph.output else ()
-                refs[last] = self._submit_chain(graph, chain, refs, own_completes, i == here)
+                refs[last] = self._submit_chain(
+                    graph, chain, refs, own_completes, i == here, chain[0][0] in holding
+                )
         finally:
             self._nested = outer
         return refs
@@ -165,6 +175,22 @@ class GraphRunner:
             chain.append((task_id, slot))
             chain_of[task_id] = chain
         return chains
+
+    def _take_slots(
+        self, graph: Graph, chains: list[list[tuple[str, int | str | None]]]
+    ) -> set[str]:
+        """Pool slots taken for the chains that can start at once (their first task
+        needs no other), one transaction per pool, rather than one by each as it starts."""
+        wanted: dict[str, list[tuple[str, int]]] = {}
+        for chain in chains:
+            spec = graph.tasks[chain[0][0]]
+            if spec.kind == "function" and spec.options.pool is not None and not spec.upstream:
+                wanted.setdefault(spec.options.pool, []).append(
+                    (spec.task_id, spec.options.priority)
+                )
+        if not wanted:
+            return set()
+        return self.launcher.take_slots(self.workflow_id, wanted)
 
     def _slot_if_fused(self, upstream: TaskSpec, spec: TaskSpec) -> int | str | None:
         """Where ``spec`` takes ``upstream``'s output if it may run in its call; else None."""
@@ -264,8 +290,10 @@ class GraphRunner:
         refs: dict[str, Any],
         completes: tuple[str, ...],
         here: bool = False,
+        holds_slot: bool = False,
     ) -> Any:
-        """Submit one chain (``here``: or run it in this process, if the launcher will)."""
+        """Submit one chain (``here``: or run it in this process, if the launcher will;
+        ``holds_slot``: its first task's pool slot is taken)."""
         head = graph.tasks[chain[0][0]]
         if len(chain) == 1:
             standin = self.standin(head.task_id, completes)
@@ -329,6 +357,8 @@ class GraphRunner:
             )
             function = self._function(graph, spec.function_key)
             calls.append((function, fill(spec.args), kwargs, deps))
+        if holds_slot:
+            stages[0] = replace(stages[0], holds_slot=True)
         gate = None
         retrying = self._backoff(head.task_id)
         if retrying is not None:
@@ -344,6 +374,8 @@ class GraphRunner:
             return self._handed_on(graph, chain[-1][0], ran)
         ref = self.launcher.chain(tuple(stages), calls, gate)
         self.submitted.append((ref, upstream_refs, True))
+        if holds_slot and head.options.pool is not None:
+            self.holding[head.task_id] = (head.options.pool, ref)
         return ref
 
     def _handed_on(self, graph: Graph, task_id: str, value: Any) -> Any:

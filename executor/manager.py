@@ -176,7 +176,7 @@ class WorkflowManager:
 
     def _forget(self, workflow_id: str) -> None:
         self.executions.pop(workflow_id, None)
-        self.runners.pop(workflow_id, None)
+        self._drop_runner(workflow_id)
         self._queue.slot_freed()
         self._unpark(workflow_id)
 
@@ -191,6 +191,11 @@ class WorkflowManager:
             await asyncio.to_thread(store.finish, workflow_id, self.owner, WorkflowStatus.CANCELED)
             raise WorkflowCancellationError(workflow_id) from None
         return await self._execute(workflow_id, graph_data, fresh, timeout_s)
+
+    def _drop_runner(self, workflow_id: str) -> None:
+        runner = self.runners.pop(workflow_id, None)
+        if runner is not None:
+            self._slots.give_back(workflow_id, runner.holding)
 
     async def running(self) -> list[str]:
         return list(self.executions)
@@ -244,11 +249,14 @@ class WorkflowManager:
             if not fresh:
                 records = await asyncio.to_thread(store.load_tasks, workflow_id)
                 state = {record.task_id: record for record in records}
-            runner = GraphRunner(self.config, workflow_id, RayLauncher(self.config), state)
+            launcher = RayLauncher(self.config, slot_owner=self.owner)
+            runner = GraphRunner(self.config, workflow_id, launcher, state)
             self.runners[workflow_id] = runner
-            if state is None:
+            if state is None and not graph.pools:
                 # A fresh run reads nothing: submitting is quick, non-blocking Ray calls.
                 output = runner.submit(graph)
+            elif state is None:  # it takes pool slots in the database
+                output = await asyncio.to_thread(runner.submit, graph)
             else:  # a resume reads checkpoints from the database
                 detached = await asyncio.to_thread(runner.submit_detached, graph)
                 for ref in detached:
@@ -321,7 +329,7 @@ class WorkflowManager:
         """Park the workflow in the database; if this manager is still alive at
         ``wake_at`` it resumes the workflow itself (the scheduler would otherwise)."""
         store = handles(self.config).store
-        self.runners.pop(workflow_id, None)
+        self._drop_runner(workflow_id)
         await asyncio.to_thread(store.suspend, workflow_id, self.owner, wake_at)
         await asyncio.sleep(max(0.0, wake_at - time.time()))
         if await asyncio.to_thread(store.acquire, workflow_id, self.owner):
@@ -512,12 +520,14 @@ class WorkflowManager:
         """Renew the leases of the workflows running here, and stop those that were
         canceled or taken over meanwhile."""
         owned = list(self.executions)
+        store = handles(self.config).store
+        if owned or self._slots.giving_back:
+            # Places in pools' lines, slots granted to tasks that have not started yet,
+            # and slots taken at submission (``RayLauncher.slot_owner``).
+            await asyncio.to_thread(store.renew_slots, self.owner, POOL_LEASE_TTL)
         if not owned:
             return
-        store = handles(self.config).store
         await asyncio.to_thread(store.renew, self.owner, owned)
-        # Places in pools' lines, and slots granted to tasks that have not started yet.
-        await asyncio.to_thread(store.renew_slots, self.owner, POOL_LEASE_TTL)
         current = await asyncio.to_thread(store.owners, owned)
         for workflow_id, (status, owner) in current.items():
             if _lost(WorkflowStatus(status), owner, self.owner) and workflow_id in self.executions:
@@ -634,6 +644,8 @@ class _Slots:
         self._waiting: dict[str, dict[tuple[str, str], asyncio.Future[None]]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._granters: dict[str, asyncio.Task[None]] = {}
+        #: Ended runs' slots taken at submission whose tasks' calls have not ended yet.
+        self.giving_back: set[asyncio.Task[None]] = set()
 
     async def wait(self, ctx: TaskContext) -> None:
         pool = ctx.options.pool
@@ -663,6 +675,40 @@ class _Slots:
             waiting.pop(key, None)
             if not waiting:
                 self._waiting.pop(pool, None)
+
+    def give_back(self, workflow_id: str, holding: dict[str, tuple[str, ray.ObjectRef]]) -> None:
+        """Once a run has ended, give back the slots taken at its submission that their
+        tasks' finishes did not: a worker that died, a call cancelled before it ran.
+        Each goes back once its task's call has ended (a run that failed may leave
+        others running); until then this manager renews it."""
+        if holding:
+            task = asyncio.create_task(self._give_back(workflow_id, dict(holding)))
+            self.giving_back.add(task)
+            task.add_done_callback(self.giving_back.discard)
+
+    async def _give_back(self, workflow_id: str, holding: dict[str, tuple[str, Any]]) -> None:
+        store = handles(self.config).store
+        while holding:
+            refs = [ref for _, ref in holding.values()]
+            ready, _ = await asyncio.to_thread(
+                ray.wait, refs, num_returns=len(refs), timeout=0, fetch_local=False
+            )
+            ended = [task_id for task_id, (_, ref) in holding.items() if ref in set(ready)]
+            if ended:
+                try:
+                    pools = await asyncio.to_thread(
+                        store.release_slots, workflow_id, self.owner, ended
+                    )
+                except Exception:  # the database may be restarting; the next poll retries
+                    log.exception("giving back the slots of %s failed", workflow_id)
+                    pools = set()
+                    ended = []
+                for task_id in ended:
+                    del holding[task_id]
+                for pool in pools:
+                    self.freed(pool)
+            if holding:
+                await asyncio.sleep(POOL_POLL)
 
     def freed(self, pool: str) -> None:
         self._wake.setdefault(pool, asyncio.Event()).set()

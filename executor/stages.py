@@ -62,6 +62,10 @@ class Stage:
     #: Whether the call's flat arguments start with a gate: a ref Ray must resolve
     #: before the call runs (a retry's backoff, a pool slot granted), then ignored.
     gated: bool = False
+    #: Whether its pool slot was taken when the chain was submitted, by the workflow
+    #: manager that submitted it (``take_slots``): its worker takes none, and the task's
+    #: finish gives it back.
+    holds_slot: bool = False
 
 
 #: An upstream output found inside a container argument: (what Ray hands the task at

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -108,8 +108,7 @@ def _run_chain(stages: tuple[Stage, ...], calls: list[Call], retried: bool) -> A
                 continue
         crashes = crashed[1] if crashed is not None and crashed[0] == stage.ctx.task_id else 0
         rest = [(function, *again, deps), *map(_as_resolved, calls[i + 1 :])]
-        pool = stage.ctx.options.pool
-        slot = None if pool is None else Slot.take(stage.ctx, pool)
+        slot = Slot.for_stage(stage, retried)
         if slot is not None and not slot.held:
             # Every slot is taken: the manager waits for one, holding no CPU, and the
             # rest of the chain runs once it is granted.
@@ -126,7 +125,7 @@ def _run_chain(stages: tuple[Stage, ...], calls: list[Call], retried: bool) -> A
         if isinstance(value, Backoff):
             # The next attempt waits in the manager, holding no CPU either.
             wait = find_manager(stage.ctx.config).backoff.remote(stage.ctx, value.wake_at)
-            again_stage = replace(stage, attempts=value.failed, gated=True)
+            again_stage = replace(stage, attempts=value.failed, gated=True, holds_slot=False)
             return Continued(submit_chain((again_stage, *stages[i + 1 :]), rest, wait))
     return value
 
@@ -139,10 +138,20 @@ class Slot:
     ctx: TaskContext
     pool: str
     held: bool
+    #: Whether this process renews its lease (a slot taken at submission is leased to
+    #: the workflow manager that took it).
+    renewed: bool = True
 
     @classmethod
-    def take(cls, ctx: TaskContext, pool: str) -> Slot:
-        """Take a slot of the task's pool, if one is free now (else ``held`` is False)."""
+    def for_stage(cls, stage: Stage, retried: bool) -> Slot | None:
+        """The stage's slot: taken at submission (``Stage.holds_slot``), or taken now,
+        if one is free (else ``held`` is False); None outside a pool. A call Ray runs
+        again takes it over, as its worker renews it from now on."""
+        ctx, pool = stage.ctx, stage.ctx.options.pool
+        if pool is None:
+            return None
+        if stage.holds_slot and not retried:
+            return cls(ctx, pool, held=True, renewed=False)
         store = handles(ctx.config).store
         held = store.try_slot(
             pool, ctx.workflow_id, ctx.task_id, ctx.options.priority, HELD.owner, POOL_LEASE_TTL
@@ -172,7 +181,8 @@ class Slot:
     def _gone(self, waiting: bool) -> None:
         # If tasks wait for a slot, wake the manager that grants them.
         self.held = False
-        HELD.let_go(self.ctx.config)
+        if self.renewed:
+            HELD.let_go(self.ctx.config)
         if waiting:
             find_manager(self.ctx.config).slot_freed.remote(self.pool)
 
@@ -549,9 +559,16 @@ def submit_chain(stages: tuple[Stage, ...], calls: list[Call], gate: Any = None)
 @dataclass(frozen=True)
 class RayLauncher:
     """``GraphRunner``'s launcher on a Ray cluster: chains run as ``run_task`` calls,
-    waits as coroutines of the database's manager actor (they hold no CPU slot)."""
+    waits as coroutines of the database's manager actor (they hold no CPU slot).
+
+    With a ``slot_owner`` (the workflow manager's), the pool slots of tasks that can
+    start at once are taken as they are submitted, in one transaction, and leased to
+    it: Ray stops the tasks a process submitted when that process dies, so its lease
+    lasts no longer than they do. A worker's launcher has none: the tasks of a
+    continuation take their slots as they start, each leased to its own worker."""
 
     config: StoreConfig
+    slot_owner: str | None = field(default=None, kw_only=True)
 
     def chain(
         self, stages: tuple[Stage, ...], calls: list[Call], gate: Any = None
@@ -568,6 +585,17 @@ class RayLauncher:
 
     def here(self, stages: tuple[Stage, ...], calls: list[Call]) -> Any:
         return NOT_RUN
+
+    def take_slots(self, workflow_id: str, wanted: dict[str, list[tuple[str, int]]]) -> set[str]:
+        if self.slot_owner is None:
+            return set()
+        store = handles(self.config).store
+        taken: set[str] = set()
+        for pool, tasks in sorted(wanted.items()):
+            taken.update(
+                store.take_slots(pool, workflow_id, tasks, self.slot_owner, POOL_LEASE_TTL)
+            )
+        return taken
 
 
 #: How many continuations deep a worker runs one of a continuation's tasks itself

@@ -589,6 +589,17 @@ class Store(ABC):
         now takes over). False takes nothing. Raises ``PoolNotFoundError``."""
 
     @abstractmethod
+    def take_slots(
+        self, pool: str, workflow_id: str, tasks: Sequence[tuple[str, int]], owner: str, ttl: float
+    ) -> list[str]:
+        """Take free slots of ``pool`` for some of the workflow's ``tasks`` ((task_id,
+        priority), none holding a row in the pool yet), leased to ``owner``, in one
+        transaction: as many as are free, highest priority first, and none when anyone
+        waits in line or the pool has a rate (their tasks take the long way, each as it
+        starts). Returns the task ids that hold a slot now. Raises
+        ``PoolNotFoundError``."""
+
+    @abstractmethod
     def queue_for_slot(
         self, pool: str, workflow_id: str, task_id: str, priority: int, owner: str, ttl: float
     ) -> bool:
@@ -613,9 +624,14 @@ class Store(ABC):
         the pool's line (someone should ``grant_slots``)."""
 
     @abstractmethod
-    def release_slots(self, workflow_id: str, owner: str | None = None) -> None:
+    def release_slots(
+        self,
+        workflow_id: str,
+        owner: str | None = None,
+        task_ids: Sequence[str] | None = None,
+    ) -> set[str]:
         """Give back every slot and place in line of the workflow's tasks (only those
-        leased to ``owner``, when given)."""
+        leased to ``owner``, and of ``task_ids``, when given); the pools they were in."""
 
     @abstractmethod
     def renew_slots(self, owner: str, ttl: float) -> None:

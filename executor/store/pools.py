@@ -162,6 +162,35 @@ class PoolStore(TaskStore):
         conn.execute(sql.hold, params)
         return True
 
+    def take_slots(
+        self, pool: str, workflow_id: str, tasks: Sequence[tuple[str, int]], owner: str, ttl: float
+    ) -> list[str]:
+        sql = self.sql.pools
+        first = sorted(tasks, key=lambda task: -task[1])  # stable: first come within one
+
+        def write() -> list[str]:
+            with self._write() as conn:
+                now = self.clock()
+                limits = self._locked_pool(conn, pool)
+                if limits is None:
+                    raise PoolNotFoundError(pool)
+                if (
+                    limits.rate is not None
+                    or conn.execute(sql.waiting, {"s_pool": pool, "s_now": now}).scalar()
+                ):
+                    return []
+                taken = first[: max(limits.slots - self._live_holders(conn, pool, now), 0)]
+                if taken:
+                    rows = [
+                        _slot_params(pool, workflow_id, task_id, now, owner, ttl, priority)
+                        for task_id, priority in taken
+                    ]
+                    conn.execute(sql.insert_held, rows)
+                    conn.execute(sql.recount, {"s_pool": pool})
+                return [task_id for task_id, _ in taken]
+
+        return self._retrying(write)
+
     def queue_for_slot(
         self, pool: str, workflow_id: str, task_id: str, priority: int, owner: str, ttl: float
     ) -> bool:
@@ -269,19 +298,27 @@ class PoolStore(TaskStore):
 
         return self._retrying(write)
 
-    def release_slots(self, workflow_id: str, owner: str | None = None) -> None:
+    def release_slots(
+        self,
+        workflow_id: str,
+        owner: str | None = None,
+        task_ids: Sequence[str] | None = None,
+    ) -> set[str]:
         s = self.tables.pool_slots
 
-        def write() -> None:
+        def write() -> set[str]:
             with self._write() as conn:
                 query = s.delete().where(s.c.workflow_id == workflow_id)
                 if owner is not None:
                     query = query.where(s.c.owner == owner)
+                if task_ids is not None:
+                    query = query.where(s.c.task_id.in_(list(task_ids)))
                 pools = {row.pool for row in conn.execute(query.returning(s.c.pool))}
                 for pool in sorted(pools):
                     conn.execute(self.sql.pools.recount, {"s_pool": pool})
+                return pools
 
-        self._retrying(write)
+        return self._retrying(write)
 
     def renew_slots(self, owner: str, ttl: float) -> None:
         s = self.tables.pool_slots

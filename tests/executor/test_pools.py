@@ -170,6 +170,62 @@ def test_a_killed_workers_slot_comes_back(workflow, store, pool, marks, workflow
     eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
 
 
+@ray.remote(max_retries=1)
+def dies_once(marks: str) -> str:
+    first = Path(marks, "died")
+    if not first.exists():
+        first.write_text(str(time.time()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    Path(marks, "again.started").write_text(str(time.time()))
+    eventually(lambda: Path(marks, "go").exists(), timeout=60, what="go")
+    return "again"
+
+
+def test_a_call_ray_runs_again_keeps_the_slot_taken_at_submission(
+    workflow, store, pool, marks, workflow_id
+):
+    # Given a pool of one whose slot a run took at submission for a task whose first
+    # worker dies, and a second run waiting for the slot
+    store.set_pool(pool, 1, None)
+    victim = workflow.run_async(
+        dies_once.options(**in_pool(pool)).bind(str(marks)), workflow_id=workflow_id
+    )
+    eventually(lambda: Path(marks, "again.started").exists(), what="Ray's second call")
+    waiting = workflow.run_async(
+        timed.options(**in_pool(pool)).bind(str(marks), "next", 0.0),
+        workflow_id=f"{workflow_id}-next",
+    )
+    eventually(lambda: store.get_pool(pool).queued == 1, what="the second run to queue")
+
+    # While the task's second call runs, the slot stays its own: the other run waits
+    time.sleep(1.5)
+    assert not Path(marks, "next").exists()
+    assert store.get_pool(pool).used == 1
+
+    # And once it ends, the slot passes on
+    Path(marks, "go").write_text("go")
+    assert ray.get([victim, waiting], timeout=60) == ["again", "next"]
+    assert spans(marks)["next"][0] > float(Path(marks, "again.started").read_text())
+    eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
+
+
+def test_a_canceled_runs_slot_comes_back(workflow, store, pool, marks, workflow_id):
+    # Given a pool of one whose slot a running task took at submission
+    store.set_pool(pool, 1, None)
+    task = until_go.options(**in_pool(pool)).bind(str(marks), "held")
+    workflow.run_async(task, workflow_id=workflow_id)
+    eventually(lambda: Path(marks, "held.started").exists(), what="the task to start")
+    assert store.get_pool(pool).used == 1
+
+    # When its run is canceled
+    workflow.cancel(workflow_id)
+
+    # Then the slot goes back, and the next task in the pool runs
+    eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
+    task = timed.options(**in_pool(pool)).bind(str(marks), "next", 0.0)
+    assert workflow.run(task, workflow_id=f"{workflow_id}-next") == "next"
+
+
 def test_a_rate_of_five_a_second_holds_over_ten_seconds(workflow, store, pool, marks, workflow_id):
     # Given a wide pool limited to 5 starts a second, and 55 tasks
     store.set_pool(pool, 100, Rate(limit=5, period_s=1.0))

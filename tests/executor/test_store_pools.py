@@ -59,6 +59,40 @@ def test_slots_are_never_taken_past_the_limit(store, pool, run):
     assert store.try_slot(pool, run, "c", 0, HERE, TTL) is True
 
 
+def test_slots_taken_at_submission_stop_at_the_limit_highest_priority_first(store, pool, run):
+    # Given a pool of 3 with one slot held already
+    store.set_pool(pool, 3, None)
+    assert store.try_slot(pool, run, "a", 0, HERE, TTL)
+
+    # When four tasks take slots in one go
+    taken = store.take_slots(pool, run, [("b", 0), ("c", 5), ("d", 1), ("e", 5)], HERE, TTL)
+
+    # Then the two free slots go to the highest priorities, first come within one
+    assert taken == ["c", "e"]
+    assert store.get_pool(pool).used == 3
+    assert store.try_slot(pool, run, "b", 0, HERE, TTL) is False
+    # A holder's slot goes back with release_slot as a slot taken alone does
+    assert store.release_slot(pool, run, "c") is False
+    assert store.get_pool(pool).used == 2
+
+
+def test_slots_are_not_taken_at_submission_past_a_line_or_under_a_rate(store, pool, run):
+    store.set_pool(pool, 1, None)
+    assert store.try_slot(pool, run, "a", 0, HERE, TTL)
+    assert store.queue_for_slot(pool, run, "b", 0, HERE, TTL) is False
+    store.set_pool(pool, 5, None)
+    # Someone waits in line: nobody skips it, whatever the free slots.
+    assert store.take_slots(pool, run, [("c", 9)], HERE, TTL) == []
+    store.release_slot(pool, run, "b")
+    assert store.take_slots(pool, run, [("c", 9)], HERE, TTL) == ["c"]
+    # A rate counts starts as they happen: its tasks take their own slots.
+    store.set_pool(pool, 5, Rate(limit=10, period_s=1.0))
+    assert store.take_slots(pool, run, [("d", 0)], HERE, TTL) == []
+    assert store.get_pool(pool).used == 2
+    with pytest.raises(PoolNotFoundError):
+        store.take_slots("nope-" + pool, run, [("e", 0)], HERE, TTL)
+
+
 def test_the_line_is_by_priority_then_first_come(store, pool, run):
     store.set_pool(pool, 1, None)
     assert store.try_slot(pool, run, "a", 0, HERE, TTL)
@@ -153,10 +187,20 @@ def test_a_paused_pool_grants_nothing_until_it_grows(store, pool, run):
 def test_a_workflows_slots_go_back_with_it(store, pool, run):
     store.try_slot(pool, run, "a", 0, HERE, TTL)
     store.queue_for_slot(pool, run, "b", 0, ELSEWHERE, TTL)
-    store.release_slots(run, owner=ELSEWHERE)
+    assert store.release_slots(run, owner=ELSEWHERE) == {pool}
     assert (store.get_pool(pool).used, store.get_pool(pool).queued) == (1, 0)
     store.release_slots(run)
     assert store.get_pool(pool).used == 0
+
+
+def test_a_workflows_slots_go_back_by_task(store, pool, run):
+    store.set_pool(pool, 3, None)
+    assert store.take_slots(pool, run, [("a", 0), ("b", 0), ("c", 0)], HERE, TTL) == list("abc")
+    # Only those tasks' rows, and only while still leased to the owner named
+    store.try_slot(pool, run, "b", 0, ELSEWHERE, TTL)  # taken over by its worker
+    assert store.release_slots(run, owner=HERE, task_ids=["a", "b"]) == {pool}
+    assert store.get_pool(pool).used == 2
+    assert store.release_slots(run, owner=HERE, task_ids=["a"]) == set()
 
 
 @pytest.mark.parametrize(
