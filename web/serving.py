@@ -43,8 +43,11 @@ class DashboardServer:
         if not self.thread.is_alive():
             self.server.close()
             return
-        # Closed by its own loop thread, between two selects: closed from here, its
-        # sockets could go while that thread selects on them (EBADF there).
+        # Request threads first: one finishing a request pulls the loop's trigger,
+        # which must still be open then.
+        self.server.task_dispatcher.shutdown(timeout=5)
+        # Then the sockets, closed by the loop thread, between two selects: closed from
+        # here, they could go while that thread selects on them (EBADF there).
         self.server.trigger.pull_trigger(self.server.close)
         self.thread.join(timeout=5)
 
