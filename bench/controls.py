@@ -3,9 +3,11 @@ slot is taken, measured in one process.
 
     .venv/bin/python bench/controls.py [--database-url URL] [--repeat 5] [--tasks 200]
 
-1. Overhead: the same fan-out of ``--tasks`` tasks, with every task in a pool wide
-   enough never to queue (the slot is taken and given back, nothing waits) and without
-   a pool, interleaved; medians and their ratio (target <= 1.2x).
+1. Overhead: the same workflow with every task in a pool wide enough never to queue
+   (the slot is taken and given back, nothing waits) and without a pool, interleaved;
+   medians and their ratio (target <= 1.2x). Two shapes of ``--tasks`` tasks: a fan-out
+   of independent tasks, and pipelines of three tasks, each taking the one before
+   (which run as one Ray call each).
 2. Hand-off: ``--handoff`` tasks queued in a pool of one slot (a first task holds it
    until they all wait in line), each running 20 ms; the gap from one task's function
    returning to the next one's function starting, from the tasks' own clocks (target
@@ -64,22 +66,29 @@ def fan_out(tasks: int, pool: str | None):
     return gather.bind(*[step.options(**options).bind(i) for i in range(tasks)])
 
 
+def pipelines(tasks: int, pool: str | None):
+    options = workflow.options(pool=pool) if pool else workflow.options()
+    pooled = step.options(**options)
+    return gather.bind(*[pooled.bind(pooled.bind(pooled.bind(i))) for i in range(tasks // 3)])
+
+
 def timed(dag) -> float:
     began = time.perf_counter()
     workflow.run(dag)
     return time.perf_counter() - began
 
 
-def overhead(tasks: int, repeat: int, pool: str) -> None:
-    timed(fan_out(tasks, None))
-    timed(fan_out(tasks, pool))  # warm workers and caches
+def overhead(tasks: int, repeat: int, pool: str, shape: Any) -> None:
+    timed(shape(tasks, None))
+    timed(shape(tasks, pool))  # warm workers and caches
     plain, pooled = [], []
     for _ in range(repeat):
-        plain.append(timed(fan_out(tasks, None)))
-        pooled.append(timed(fan_out(tasks, pool)))
+        plain.append(timed(shape(tasks, None)))
+        pooled.append(timed(shape(tasks, pool)))
     p, q = statistics.median(plain), statistics.median(pooled)
+    tasks = tasks // 3 * 3 if shape is pipelines else tasks
     print(
-        f"overhead: fan-out of {tasks}: no pool {p * 1000:7.1f} ms "
+        f"overhead: {shape.__name__.replace('_', '-')} of {tasks}: no pool {p * 1000:7.1f} ms "
         f"({p / tasks * 1000:.2f} ms/task) | pool {q * 1000:7.1f} ms "
         f"({q / tasks * 1000:.2f} ms/task) | ratio {q / p:4.2f}x (target <= 1.2x); "
         f"runs: no pool {[round(x, 2) for x in plain]}, pool {[round(x, 2) for x in pooled]}"
@@ -140,7 +149,8 @@ def main() -> None:
     wide, single = f"wide-{uuid.uuid4().hex[:6]}", f"single-{uuid.uuid4().hex[:6]}"
     store.set_pool(wide, 1_000_000, None)
     store.set_pool(single, 1, None)
-    overhead(args.tasks, args.repeat, wide)
+    overhead(args.tasks, args.repeat, wide, fan_out)
+    overhead(args.tasks, args.repeat, wide, pipelines)
     handoff(args.handoff, args.repeat, single, store)
     ray.shutdown()
 

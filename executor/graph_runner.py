@@ -100,8 +100,8 @@ class GraphRunner:
         #: The tasks this runner submitted: (ref, its upstream tasks' refs, whether it is a
         #: chain of functions run by a worker rather than a wait run by the manager).
         self.submitted: list[tuple[ray.ObjectRef, list[ray.ObjectRef], bool]] = []
-        #: The tasks whose pool slots were taken as they were submitted (``take_slots``):
-        #: task_id -> (pool, the ref of its chain).
+        #: The tasks that may hold a pool slot taken as their chain was submitted
+        #: (``take_slots``): task_id -> (pool, the ref of its chain).
         self.holding: dict[str, tuple[str, ray.ObjectRef]] = {}
 
     def submit(self, graph: Graph, completes: tuple[str, ...] = ()) -> Any:
@@ -375,7 +375,11 @@ class GraphRunner:
         ref = self.launcher.chain(tuple(stages), calls, gate)
         self.submitted.append((ref, upstream_refs, True))
         if holds_slot and head.options.pool is not None:
-            self.holding[head.task_id] = (head.options.pool, ref)
+            # The slot may pass down the chain (``Slot.offer``), to any of its tasks in
+            # the same pool.
+            for stage in stages:
+                if stage.ctx.options.pool == head.options.pool:
+                    self.holding[stage.ctx.task_id] = (head.options.pool, ref)
         return ref
 
     def _handed_on(self, graph: Graph, task_id: str, value: Any) -> Any:

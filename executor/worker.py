@@ -61,7 +61,7 @@ from executor.stages import (
     unpack,
 )
 from executor.status import WorkflowStatus
-from executor.store import Checkpoint, NewTask, ReserveIds
+from executor.store import Checkpoint, NewTask, ReserveIds, TaskFinish
 from executor.timeouts import time_limit
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ def _run_chain(stages: tuple[Stage, ...], calls: list[Call], retried: bool) -> A
     again, so some of its tasks may have finished already."""
     recorded, crashed = _after_crash(stages) if retried else (None, None)
     value: Any = None
+    #: The slot the task before handed on to this one (the same pool, nobody waiting).
+    handed: Slot | None = None
     for i, (stage, (function, args, kwargs, deps)) in enumerate(zip(stages, calls, strict=True)):
         if i > 0:
             args, kwargs = _place(stage.slot, value, args, kwargs)
@@ -97,6 +99,8 @@ def _run_chain(stages: tuple[Stage, ...], calls: list[Call], retried: bool) -> A
         finals, deps, deps_ready = _follow_deps(deps)
         if not (ready and deps_ready):
             # Ray waits for the refs now in the arguments; no worker blocks meanwhile.
+            if handed is not None:
+                handed.give_back()  # the call submitted takes its own
             rest = [(function, *again, deps), *map(_as_resolved, calls[i + 1 :])]
             return Continued(submit_chain(stages[i:], rest))
         if finals:
@@ -108,13 +112,16 @@ def _run_chain(stages: tuple[Stage, ...], calls: list[Call], retried: bool) -> A
                 continue
         crashes = crashed[1] if crashed is not None and crashed[0] == stage.ctx.task_id else 0
         rest = [(function, *again, deps), *map(_as_resolved, calls[i + 1 :])]
-        slot = Slot.for_stage(stage, retried)
+        slot = handed or Slot.for_stage(stage, retried)
+        handed = None
         if slot is not None and not slot.held:
             # Every slot is taken: the manager waits for one, holding no CPU, and the
             # rest of the chain runs once it is granted.
             wait = find_manager(stage.ctx.config).slot.remote(stage.ctx)
             gated = replace(stage, gated=True)
             return Continued(submit_chain((gated, *stages[i + 1 :]), rest, wait))
+        if slot is not None and i + 1 < len(stages):
+            slot.offer(stages[i + 1].ctx)
         try:
             value = _run(
                 stage.ctx, stage.function_key, function, args, kwargs, crashes, stage.attempts, slot
@@ -122,6 +129,8 @@ def _run_chain(stages: tuple[Stage, ...], calls: list[Call], retried: bool) -> A
         finally:
             if slot is not None:
                 slot.give_back()
+        if slot is not None:
+            handed = slot.heir()
         if isinstance(value, Backoff):
             # The next attempt waits in the manager, holding no CPU either.
             wait = find_manager(stage.ctx.config).backoff.remote(stage.ctx, value.wake_at)
@@ -141,6 +150,11 @@ class Slot:
     #: Whether this process renews its lease (a slot taken at submission is leased to
     #: the workflow manager that took it).
     renewed: bool = True
+    #: The next task of the chain, in the same pool: the task's finish hands the slot
+    #: on to it, unless someone waits in the pool's line (``offer``).
+    heir_ctx: TaskContext | None = None
+    #: Whether the finish handed it on.
+    handed: bool = False
 
     @classmethod
     def for_stage(cls, stage: Stage, retried: bool) -> Slot | None:
@@ -160,9 +174,26 @@ class Slot:
             HELD.hold(ctx.config)
         return cls(ctx, pool, held)
 
-    def given_back(self, waiting: bool) -> None:
-        """The slot went back with the task's finish; ``waiting``: others wait for it."""
-        self._gone(waiting)
+    def offer(self, ctx: TaskContext) -> None:
+        """Offer the slot to the chain's next task, ``ctx``, if it runs in the same pool."""
+        self.heir_ctx = ctx if ctx.options.pool == self.pool else None
+
+    @property
+    def hand_to(self) -> str | None:
+        return None if self.heir_ctx is None else self.heir_ctx.task_id
+
+    def finished(self, finish: TaskFinish) -> None:
+        """The task's finish gave the slot back, or handed it on."""
+        if finish.handed:
+            self.held, self.handed = False, True
+        else:
+            self._gone(finish.waiting)
+
+    def heir(self) -> Slot | None:
+        """The slot, held now by the task it was handed on to."""
+        if not self.handed or self.heir_ctx is None:
+            return None
+        return Slot(self.heir_ctx, self.pool, held=True, renewed=self.renewed)
 
     def give_back(self) -> None:
         """Give the slot back, if the task's finish did not."""
@@ -450,9 +481,10 @@ def _run(
         log=_log_entry(log),
         graph_output=ctx.graph_output,
         pool=None if slot is None else slot.pool,
+        hand_to=None if slot is None else slot.hand_to,
     )
     if slot is not None:
-        slot.given_back(finished.waiting)
+        slot.finished(finished)
     return FinalOutput(result) if finished.outcome else result
 
 

@@ -271,6 +271,7 @@ class Store(ABC):
         log: tuple[float, str] | None = None,
         graph_output: bool = True,
         pool: str | None = None,
+        hand_to: str | None = None,
     ) -> TaskFinish:
         """Record a task's finish, in one transaction: its checkpoint (None when it is
         not checkpointed), its row, and the rows of ``completes``, the tasks whose
@@ -284,7 +285,9 @@ class Store(ABC):
 
         With ``pool``, the task's slot of that pool goes back in the same transaction,
         as ``release_slot`` gives it back (checkpointed already or not); ``waiting``
-        says whether live waiters remain in the pool's line.
+        says whether live waiters remain in the pool's line. With ``hand_to`` too, when
+        nobody waits in that line, the slot passes instead to that task (the next of a
+        chain, in the same pool), which holds it from then (``handed``).
         """
 
     @abstractmethod

@@ -294,7 +294,7 @@ class PoolStore(TaskStore):
 
         def write() -> bool:
             with self._write() as conn:
-                return self._slot_given_back(conn, params)
+                return self._slot_given_back(conn, params)[0]
 
         return self._retrying(write)
 
@@ -460,6 +460,7 @@ def _slot_params(
         "s_lease": now + ttl,
         "s_priority": priority,
         "s_seq": _line_seq(),
+        "s_next": None,
     }
 
 

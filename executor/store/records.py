@@ -193,6 +193,8 @@ class TaskFinish:
     outcome: bool
     #: Its pool slot went back, and live waiters stand in that pool's line.
     waiting: bool = False
+    #: Its pool slot passed to the task named to take it (``hand_to``).
+    handed: bool = False
 
 
 @dataclass(frozen=True)

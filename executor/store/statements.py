@@ -472,15 +472,18 @@ class DirectForms:
         self.finish_task = DirectStatement.compile(
             sa.select(sa.literal_column("1")).select_from(succeeded).add_cte(*task, *outcome)
         )
-        #: A pooled task's finish gives its slot back in the same statement: as above,
-        #: returning one row (outcome recorded, anyone waiting in the pool's line).
+        #: A pooled task's finish gives its slot back (or hands it on) in the same
+        #: statement: as above, returning one row (outcome recorded, anyone waiting in
+        #: the pool's line, slot handed on).
         recorded = sa.exists(sa.select(succeeded.c.workflow_id)).label("outcome")
         waiting = s.pools.anyone_waiting.label("waiting")
+        slot = s.pools.given_back()
+        handed = sa.exists(sa.select(slot[0].c.task_id)).label("handed")
         self.finish_pooled_task_only = DirectStatement.compile(
-            sa.select(sa.false().label("outcome"), waiting).add_cte(*task, *s.pools.given_back())
+            sa.select(sa.false().label("outcome"), waiting, handed).add_cte(*task, *slot)
         )
         self.finish_pooled_task = DirectStatement.compile(
-            sa.select(recorded, waiting).add_cte(*task, *outcome, *s.pools.given_back())
+            sa.select(recorded, waiting, handed).add_cte(*task, *outcome, *slot)
         )
         self.finished_tasks = DirectStatement.compile(
             sa.select(t.c.task_id)
@@ -689,6 +692,15 @@ class PoolStatements:
         )
         self.anyone_waiting = sa.exists().where(in_pool, s.c.state == QUEUED, live)
         self.waiting = sa.select(self.anyone_waiting.label("waiting"))
+        #: The task's slot, held, passes to the task ``s_next`` (the next task of its
+        #: chain, in the same pool) if nobody waits in the pool's line: a take and a
+        #: release spared.
+        self.hand_on = (
+            s.update()
+            .where(self.key, s.c.state == HELD, ~self.anyone_waiting)
+            .values(task_id=_p("s_next", type_=sa.String))
+            .returning(s.c.task_id)
+        )
         #: Rate-limited pools: the starts in the window, as a sliding log.
         self.prune_starts = starts.delete().where(
             starts.c.pool == _p("s_pool"), starts.c.started_at <= _p("s_window")
@@ -708,7 +720,13 @@ class PoolStatements:
         #: the driver's connection inside a store transaction (``SqlCore._run_in``).
         self.forms = SlotForms(
             *_compiled(
-                dialect, self.take, self.insert_held, self.release, self.uncount, self.waiting
+                dialect,
+                self.take,
+                self.insert_held,
+                self.release,
+                self.uncount,
+                self.waiting,
+                self.hand_on,
             )
         )
         #: PostgreSQL's one-statement forms of taking and giving back a slot.
@@ -729,19 +747,24 @@ class PoolStatements:
             )
             self.direct_release = DirectStatement.compile(self.waiting.add_cte(*self.given_back()))
 
-    def given_back(self) -> tuple[Any, Any]:
-        """A slot's release as the CTEs of one PostgreSQL statement: its row deleted,
-        then ``used`` down by one if it was held. Any statement that adds them gives the
-        slot back; ``waiting`` read in it still sees who else stands in line."""
+    def given_back(self) -> tuple[Any, Any, Any]:
+        """A slot's release as the CTEs of one PostgreSQL statement: handed on to the
+        task ``s_next`` when one is named and nobody waits in the pool's line (``handed``
+        has its row); else its row deleted, then ``used`` down by one if it was held.
+        The two conditions exclude each other, read in the statement's one snapshot.
+        Any statement that adds them gives the slot back; ``waiting`` read in it still
+        sees who else stands in line."""
         p = self.tables.pools
-        gone = self.release.cte("gone")
+        hands_on = sa.and_(_p("s_next", type_=sa.String).is_not(None), ~self.anyone_waiting)
+        handed = self.hand_on.where(_p("s_next", type_=sa.String).is_not(None)).cte("handed")
+        gone = self.release.where(~hands_on).cte("gone")
         freed = (
             p.update()
             .where(p.c.name == _p("s_pool"), p.c.used > 0)
             .where(sa.exists().where(gone.c.state == HELD))
             .values(used=p.c.used - 1)
         )
-        return gone, freed.cte("freed")
+        return handed, gone, freed.cte("freed")
 
 
 @dataclass(frozen=True)
@@ -753,6 +776,7 @@ class SlotForms:
     release: DirectStatement
     uncount: DirectStatement
     waiting: DirectStatement
+    hand_on: DirectStatement
 
 
 def _lazy_commit() -> Any:

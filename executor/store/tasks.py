@@ -100,13 +100,18 @@ class TaskStore(SqlCore):
         log: tuple[float, str] | None = None,
         graph_output: bool = True,
         pool: str | None = None,
+        hand_to: str | None = None,
     ) -> TaskFinish:
         params = self._finish_params(
             workflow_id, task_id, checkpoint, output_preview, started_at, attempts_delta, completes
         )
         if pool is not None:
             params.update(
-                s_pool=pool, s_workflow=workflow_id, s_task=task_id, s_now=params["ended"]
+                s_pool=pool,
+                s_workflow=workflow_id,
+                s_task=task_id,
+                s_now=params["ended"],
+                s_next=hand_to,
             )
         if self.direct is not None and params["output"] is not None and not log:
             # The usual finish: one statement, one round trip.
@@ -117,18 +122,23 @@ class TaskStore(SqlCore):
                 finished = self._finish_task(conn, params, checkpoint, graph_output)
                 if log:
                     self._save_log(conn, workflow_id, task_id, *log)
-                waiting = pool is not None and self._slot_given_back(conn, params)
-                return TaskFinish(finished, waiting)
+                if pool is None:
+                    return TaskFinish(finished)
+                return TaskFinish(finished, *self._slot_given_back(conn, params))
 
         return self._retrying(write)
 
-    def _slot_given_back(self, conn: Connection, params: dict[str, Any]) -> bool:
+    def _slot_given_back(self, conn: Connection, params: dict[str, Any]) -> tuple[bool, bool]:
         """Give a task's pool slot (or place in line) back in ``conn``'s transaction
-        (``PoolStatements``' parameters); True if live waiters stand in the line."""
+        (``PoolStatements``' parameters), or hand it on to the task ``s_next`` if one is
+        named and nobody waits; whether live waiters stand in the line, and whether it
+        was handed on."""
         forms = self.sql.pools.forms
+        if params.get("s_next") is not None and self._run_in(conn, forms.hand_on, params):
+            return False, True
         if self._run_in(conn, forms.release, params) == [(HELD,)]:
             self._run_in(conn, forms.uncount, params)
-        return bool(self._run_in(conn, forms.waiting, params)[0][0])
+        return bool(self._run_in(conn, forms.waiting, params)[0][0]), False
 
     def _finish_params(
         self,
@@ -171,8 +181,8 @@ class TaskStore(SqlCore):
         assert forms is not None
         if pool is not None:
             form = forms.finish_pooled_task if graph_output else forms.finish_pooled_task_only
-            outcome, waiting = self._send(form, params)[0]
-            return TaskFinish(bool(outcome), bool(waiting))
+            outcome, waiting, handed = self._send(form, params)[0]
+            return TaskFinish(bool(outcome), bool(waiting), bool(handed))
         if not graph_output:
             self._send(forms.finish_task_only, params)
             return TaskFinish(False)

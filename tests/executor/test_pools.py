@@ -170,6 +170,59 @@ def test_a_killed_workers_slot_comes_back(workflow, store, pool, marks, workflow
     eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
 
 
+@ray.remote
+def then(previous: str, marks: str, name: str) -> str:
+    """Run after ``previous`` (in its chain), until ``marks/go-name`` exists."""
+    Path(marks, f"{name}.started").write_text(str(time.time()))
+    eventually(lambda: Path(marks, f"go-{name}").exists(), timeout=60, what=f"go-{name}")
+    Path(marks, name).write_text(f"{Path(marks, f'{name}.started').read_text()} {time.time()}\n")
+    return f"{previous}>{name}"
+
+
+def test_a_chain_passes_its_slot_down_while_nobody_waits(workflow, store, pool, marks, workflow_id):
+    # Given a pool of one, and three tasks of it each taking the one before (one Ray call)
+    store.set_pool(pool, 1, None)
+    pooled = then.options(**in_pool(pool))
+    dag = pooled.bind(
+        pooled.bind(pooled.bind("", str(marks), "a"), str(marks), "b"), str(marks), "c"
+    )
+    ref = workflow.run_async(dag, workflow_id=workflow_id)
+
+    # Then each holds the one slot in turn, and it goes back at the end
+    for name in "abc":
+        eventually(lambda name=name: Path(marks, f"{name}.started").exists(), what=name)
+        assert (store.get_pool(pool).used, store.get_pool(pool).queued) == (1, 0)
+        Path(marks, f"go-{name}").write_text("go")
+    assert ray.get(ref, timeout=60) == ">a>b>c"
+    eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
+
+
+def test_a_chain_lets_a_waiting_task_go_first(workflow, store, pool, marks, workflow_id):
+    # Given a pool of one held by the first of a chain of two tasks, and another run's
+    # task waiting in line for it
+    store.set_pool(pool, 1, None)
+    pooled = then.options(**in_pool(pool))
+    chain = workflow.run_async(
+        pooled.bind(pooled.bind("", str(marks), "a"), str(marks), "b"), workflow_id=workflow_id
+    )
+    eventually(lambda: Path(marks, "a.started").exists(), what="a")
+    other = workflow.run_async(
+        pooled.bind("", str(marks), "other"), workflow_id=f"{workflow_id}-other"
+    )
+    eventually(lambda: store.get_pool(pool).queued == 1, what="the other run to queue")
+
+    # When the chain's first task ends
+    Path(marks, "go-a").write_text("go")
+
+    # Then the slot goes to the task that waited, not down the chain
+    eventually(lambda: Path(marks, "other.started").exists(), what="the other run's task")
+    assert not Path(marks, "b.started").exists()
+    Path(marks, "go-other").write_text("go")
+    Path(marks, "go-b").write_text("go")
+    assert ray.get([chain, other], timeout=60) == [">a>b", ">other"]
+    assert most_at_once(list(spans(marks).values())) == 1
+
+
 @ray.remote(max_retries=1)
 def dies_once(marks: str) -> str:
     first = Path(marks, "died")

@@ -235,6 +235,40 @@ def test_a_finish_gives_the_slot_back_in_its_transaction(store, pool, run, graph
     assert store.get_pool(pool).used == 1
 
 
+@pytest.mark.parametrize(
+    ("graph_output", "log"),
+    [(False, None), (True, None), (False, (1.0, "printed\n"))],
+    ids=["task", "graph-output", "with-log"],
+)
+def test_a_finish_hands_its_slot_on_unless_someone_waits(store, pool, run, graph_output, log):
+    def finish(task: str, hand_to: str):
+        return store.task_finished(
+            run, task, _value(task.encode()), repr(task), 1.0, 1,
+            graph_output=graph_output, log=log, pool=pool, hand_to=hand_to,
+        )  # fmt: skip
+
+    # Given a pool of one held by a
+    store.set_pool(pool, 1, None)
+    assert store.try_slot(pool, run, "a", 0, HERE, TTL)
+
+    # When a finishes, handing its slot to b with nobody waiting
+    a = finish("a", "b")
+
+    # Then b holds it (taking nothing: it holds it already), and the pool is as full
+    assert (a.handed, a.waiting) == (True, False)
+    assert store.get_task(run, "a").status == TaskStatus.SUCCESSFUL
+    assert store.get_pool(pool).used == 1
+    assert store.try_slot(pool, run, "b", 0, HERE, TTL) is True
+    assert store.try_slot(pool, run, "c", 0, HERE, TTL) is False
+
+    # When someone waits in line, b's finish gives the slot back instead
+    store.queue_for_slot(pool, run, "d", 0, HERE, TTL)
+    b = finish("b", "c")
+    assert (b.handed, b.waiting) == (False, True)
+    assert store.get_pool(pool).used == 0
+    assert store.grant_slots(pool, HERE, TTL)[0] == [(run, "d")]
+
+
 def test_unknown_pools_are_refused(store, run):
     with pytest.raises(PoolNotFoundError):
         store.try_slot("nope-" + run, run, "a", 0, HERE, TTL)
