@@ -3,8 +3,11 @@
 A pool is a named limit kept in the database: at most ``slots`` of its tasks run at
 once, across every workflow, process and node on the database, and, with a rate, at
 most ``limit`` of them start in any ``period`` seconds. A task joins one with
-``workflow.options(pool=...)``; its worker takes a slot before running it, or, when
-none is free, hands the wait to the workflow manager and gives its CPU back.
+``workflow.options(pool=...)``. Its slot is taken, in the first of these that applies:
+when its run is submitted, with the slots of the run's other tasks that can start at
+once (``RayLauncher.take_slots``); from the task before it in its Ray call, which hands
+its slot on when nobody waits (``worker.Slot``); or by its worker before running it. When
+none is free, the worker hands the wait to the workflow manager and gives its CPU back.
 
 A held slot is a lease: the process holding it renews it (``HeldSlots``), so a slot
 whose process died comes back once the lease runs out, at once on the same host.

@@ -39,7 +39,9 @@ def note(logical, marks):
     return logical
 
 
-@scheduler.register(name={name!r}, interval=1, max_active_runs=50)
+# catchup: a replica held up past a tick (a loaded machine) still fires it when it
+# catches up, so every tick runs, where catchup=False would coalesce it away by design.
+@scheduler.register(name={name!r}, interval=1, max_active_runs=50, catchup=True)
 def replicated(run):
     return note.bind(run.logical_date.strftime("%Y-%m-%dT%H:%M:%SZ"), {marks!r})
 """
