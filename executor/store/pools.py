@@ -305,15 +305,19 @@ class PoolStore(TaskStore):
         task_ids: Sequence[str] | None = None,
     ) -> set[str]:
         s = self.tables.pool_slots
+        mine = [s.c.workflow_id == workflow_id]
+        if owner is not None:
+            mine.append(s.c.owner == owner)
+        if task_ids is not None:
+            mine.append(s.c.task_id.in_(list(task_ids)))
+        with self._read() as conn:  # usually none are left: no write then
+            if not conn.execute(sa.select(sa.exists().where(*mine))).scalar():
+                return set()
 
         def write() -> set[str]:
             with self._write() as conn:
-                query = s.delete().where(s.c.workflow_id == workflow_id)
-                if owner is not None:
-                    query = query.where(s.c.owner == owner)
-                if task_ids is not None:
-                    query = query.where(s.c.task_id.in_(list(task_ids)))
-                pools = {row.pool for row in conn.execute(query.returning(s.c.pool))}
+                query = s.delete().where(*mine).returning(s.c.pool)
+                pools = {row.pool for row in conn.execute(query)}
                 for pool in sorted(pools):
                     conn.execute(self.sql.pools.recount, {"s_pool": pool})
                 return pools

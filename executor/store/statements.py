@@ -687,11 +687,15 @@ class PoolStatements:
         )
         #: The task's slot (or place in line) goes back; then, whether anyone waits.
         self.release = s.delete().where(self.key).returning(s.c.state)
-        self.uncount = (
-            p.update().where(p.c.name == _p("s_pool"), p.c.used > 0).values(used=p.c.used - 1)
-        )
         self.anyone_waiting = sa.exists().where(in_pool, s.c.state == QUEUED, live)
         self.waiting = sa.select(self.anyone_waiting.label("waiting"))
+        #: ``used`` down by one for a held slot's release, returning whether anyone waits.
+        self.uncount = (
+            p.update()
+            .where(p.c.name == _p("s_pool"), p.c.used > 0)
+            .values(used=p.c.used - 1)
+            .returning(self.anyone_waiting.label("waiting"))
+        )
         #: The task's slot, held, passes to the task ``s_next`` (the next task of its
         #: chain, in the same pool) if nobody waits in the pool's line: a take and a
         #: release spared.

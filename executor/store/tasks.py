@@ -136,9 +136,12 @@ class TaskStore(SqlCore):
         forms = self.sql.pools.forms
         if params.get("s_next") is not None and self._run_in(conn, forms.hand_on, params):
             return False, True
+        waiting = None
         if self._run_in(conn, forms.release, params) == [(HELD,)]:
-            self._run_in(conn, forms.uncount, params)
-        return bool(self._run_in(conn, forms.waiting, params)[0][0]), False
+            waiting = self._run_in(conn, forms.uncount, params)
+        if not waiting:  # nothing counted down: ask on its own
+            waiting = self._run_in(conn, forms.waiting, params)
+        return bool(waiting[0][0]), False
 
     def _finish_params(
         self,
