@@ -13,6 +13,7 @@ import pytest
 import ray
 
 from executor import workflow as api
+from executor.actors import find_manager
 from executor.pools import parse_rate
 from executor.status import TaskStatus
 from executor.store import Rate
@@ -277,6 +278,50 @@ def test_a_canceled_runs_slot_comes_back(workflow, store, pool, marks, workflow_
     eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
     task = timed.options(**in_pool(pool)).bind(str(marks), "next", 0.0)
     assert workflow.run(task, workflow_id=f"{workflow_id}-next") == "next"
+
+
+@ray.remote
+def holds_until_go(marks: str) -> int:
+    """Leave ``marks/attempt-<pid>`` and hold the slot until ``marks/go`` exists."""
+    Path(marks, f"attempt-{os.getpid()}").write_text(str(time.time()))
+    eventually(lambda: Path(marks, "go").exists(), timeout=60, what="go")
+    return os.getpid()
+
+
+def _attempts(marks: Path) -> list[int]:
+    return [int(path.name.split("-")[1]) for path in marks.glob("attempt-*")]
+
+
+def test_a_slot_taken_at_submission_follows_its_run_when_the_manager_dies(
+    workflow, store, pool, marks, workflow_id
+):
+    # Given a pool of one whose slot a run took at submission, its task running
+    store.set_pool(pool, 1, None)
+    task = holds_until_go.options(**in_pool(pool)).bind(str(marks))
+    ref = workflow.run_async(task, workflow_id=workflow_id)
+    first = eventually(lambda: _attempts(marks), what="the task to start")[0]
+
+    # When the workflow manager that took the slot is killed (Ray restarts it)
+    ray.kill(find_manager(workflow._config), no_restart=False)
+    api._owners.clear()  # ask for the restarted manager's owner id
+
+    # Then the task it submitted dies with it, and the run, resumed, runs the task
+    # again in the one slot: never two at once, and the slot back at the end
+    eventually(lambda: not _alive(first), what="the first attempt's worker to die")
+    again = eventually(lambda: set(_attempts(marks)) - {first}, timeout=60, what="a new attempt")
+    assert len(again) == 1
+    assert (store.get_pool(pool).used, store.get_pool(pool).queued) == (1, 0)
+    Path(marks, "go").write_text("go")
+    assert ray.get(ref, timeout=60) == again.pop()
+    eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_rate_of_five_a_second_holds_over_ten_seconds(workflow, store, pool, marks, workflow_id):
