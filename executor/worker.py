@@ -108,6 +108,9 @@ def _run_chain(stages: tuple[Stage, ...], calls: list[Call], retried: bool) -> A
         if recorded is not None:
             standin = recorded.standin(stage.ctx.task_id, stage.ctx.completes)
             if standin is not NOT_RECORDED:
+                if handed is not None:
+                    handed.give_back()
+                    handed = None
                 value = standin
                 continue
         crashes = crashed[1] if crashed is not None and crashed[0] == stage.ctx.task_id else 0
