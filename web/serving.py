@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask
-from waitress import create_server
+from waitress import create_server, wasyncore
 
 from web.errors import InsecureBindError
 
 #: Request threads: enough for a few operators' tabs polling at once.
 THREADS = 8
+#: The longest the server's loop selects before it looks whether to stop.
+STOP_POLL = 0.1
 
 
 def is_loopback(host: str) -> bool:
@@ -33,6 +35,7 @@ class DashboardServer:
     thread: threading.Thread
     host: str
     port: int
+    stopping: threading.Event
 
     @property
     def url(self) -> str:
@@ -44,11 +47,11 @@ class DashboardServer:
             self.server.close()
             return
         # Request threads first: one finishing a request pulls the loop's trigger,
-        # which must still be open then.
+        # which must still be open then. Then the loop closes the sockets itself
+        # (``_serve``), between two selects: closed from here, they could go while it
+        # selects on them.
         self.server.task_dispatcher.shutdown(timeout=5)
-        # Then the sockets, closed by the loop thread, between two selects: closed from
-        # here, they could go while that thread selects on them (EBADF there).
-        self.server.trigger.pull_trigger(self.server.close)
+        self.stopping.set()
         self.thread.join(timeout=5)
 
 
@@ -64,6 +67,21 @@ def serve(app: Flask, host: str = "127.0.0.1", port: int = 8080) -> DashboardSer
             "set GNOMON_API_TOKEN or bind to 127.0.0.1"
         )
     server = create_server(app, host=host, port=port, threads=THREADS, ident="gnomon")
-    thread = threading.Thread(target=server.run, name="gnomon-dashboard", daemon=True)
+    stopping = threading.Event()
+    thread = threading.Thread(
+        target=_serve, args=(server, stopping), name="gnomon-dashboard", daemon=True
+    )
     thread.start()
-    return DashboardServer(server, thread, host, int(server.effective_port))
+    return DashboardServer(server, thread, host, int(server.effective_port), stopping)
+
+
+def _serve(server: Any, stopping: threading.Event) -> None:
+    """waitress's loop (``server.run``), one select at a time until ``stopping`` is set;
+    then every socket it serves closes in this thread."""
+    try:
+        while not stopping.is_set() and server._map:
+            wasyncore.loop(
+                timeout=STOP_POLL, use_poll=server.adj.asyncore_use_poll, map=server._map, count=1
+            )
+    finally:
+        wasyncore.close_all(server._map)
