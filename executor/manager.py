@@ -24,6 +24,7 @@ from executor.checkpoint import loads, make_checkpoint, preview, read_checkpoint
 from executor.config import StoreConfig, handles
 from executor.dag import CATCH, Graph
 from executor.errors import (
+    CheckpointError,
     WorkflowCancellationError,
     WorkflowError,
     WorkflowExecutionError,
@@ -244,7 +245,8 @@ class WorkflowManager:
                 graph_data = data if blob is None else blobs.get(blob)
             if graph_data is None or not fresh:  # the run's own timeout, as stored
                 timeout_s = (await asyncio.to_thread(store.get_workflow, workflow_id)).timeout_s
-            assert graph_data is not None
+            if graph_data is None:
+                raise CheckpointError(f"Workflow {workflow_id!r} has no stored graph to run")
             graph: Graph = loads(graph_data)
             state = None
             if not fresh:

@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from executor.status import WorkflowStatus
+from executor.store import NewTask
 from tests.waiting import count, eventually, mark
 
 
@@ -342,6 +343,18 @@ def takes(value) -> int:
 def test_a_workflow_that_cannot_start_fails_clearly(workflow, workflow_id):
     with pytest.raises(workflow.WorkflowExecutionError, match="cannot be loaded here"):
         workflow.run(takes.bind(Unloadable()), workflow_id=workflow_id)
+    assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.FAILED
+
+
+def test_a_workflow_with_no_stored_graph_fails_to_resume_in_one_line(workflow, workflow_id):
+    # Given a workflow row that holds no graph, its owner gone (a row another tool left)
+    store = workflow._ensure()[1]
+    task = NewTask(task_id="t", name="m.t", upstream=[], user_metadata={})
+    store.create_workflow(workflow_id, "n", None, None, "t", [task], {}, owner="gone/1/x", ttl=-1)
+
+    # When it is resumed, it fails naming what is missing, and is recorded FAILED
+    with pytest.raises(workflow.WorkflowExecutionError, match="has no stored graph"):
+        workflow.resume(workflow_id)
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.FAILED
 
 
