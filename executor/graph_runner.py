@@ -101,8 +101,8 @@ class GraphRunner:
         #: chain of functions run by a worker rather than a wait run by the manager).
         self.submitted: list[tuple[ray.ObjectRef, list[ray.ObjectRef], bool]] = []
         #: The tasks that may hold a pool slot taken as their chain was submitted
-        #: (``take_slots``): task_id -> (pool, the ref of its chain).
-        self.holding: dict[str, tuple[str, ray.ObjectRef]] = {}
+        #: (``take_slots``): task_id -> the ref of its chain.
+        self.holding: dict[str, ray.ObjectRef] = {}
 
     def submit(self, graph: Graph, completes: tuple[str, ...] = ()) -> Any:
         """Submit what the graph's output still needs; return the output's ref."""
@@ -379,7 +379,7 @@ class GraphRunner:
             # the same pool.
             for stage in stages:
                 if stage.ctx.options.pool == head.options.pool:
-                    self.holding[stage.ctx.task_id] = (head.options.pool, ref)
+                    self.holding[stage.ctx.task_id] = ref
         return ref
 
     def _handed_on(self, graph: Graph, task_id: str, value: Any) -> Any:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 
 import ray
 
@@ -24,7 +23,8 @@ POOL_POLL = 1.0
 
 
 class PoolSlots:
-    """This manager's tasks waiting for pool slots, and their grants.
+    """This manager's tasks waiting for pool slots and their grants, and the slots its
+    ended runs took at submission, until they are given back.
 
     The lines live in the database, so a pool's limits hold across every process on it.
     A worker that gives a slot back while tasks wait wakes the manager (``freed``); it
@@ -71,7 +71,7 @@ class PoolSlots:
             if not waiting:
                 self._waiting.pop(pool, None)
 
-    def give_back(self, workflow_id: str, holding: dict[str, tuple[str, ray.ObjectRef]]) -> None:
+    def give_back(self, workflow_id: str, holding: dict[str, ray.ObjectRef]) -> None:
         """Once a run has ended, give back the slots taken at its submission that their
         tasks' finishes did not: a worker that died, a call cancelled before it ran.
         Each goes back once its task's call has ended (a run that failed may leave
@@ -81,14 +81,15 @@ class PoolSlots:
             self.giving_back.add(task)
             task.add_done_callback(self.giving_back.discard)
 
-    async def _give_back(self, workflow_id: str, holding: dict[str, tuple[str, Any]]) -> None:
+    async def _give_back(self, workflow_id: str, holding: dict[str, ray.ObjectRef]) -> None:
         store = handles(self.config).store
         while holding:
-            refs = [ref for _, ref in holding.values()]
+            refs = list(holding.values())
             ready, _ = await asyncio.to_thread(
                 ray.wait, refs, num_returns=len(refs), timeout=0, fetch_local=False
             )
-            ended = [task_id for task_id, (_, ref) in holding.items() if ref in set(ready)]
+            done = set(ready)
+            ended = [task_id for task_id, ref in holding.items() if ref in done]
             if ended:
                 try:
                     pools = await asyncio.to_thread(
