@@ -54,6 +54,15 @@ def count(marks: str | Path, name: str) -> int:
     return len(path.read_text().split()) if path.exists() else 0
 
 
+def process_gone(pid: int) -> bool:
+    """Whether no process of this host has ``pid`` any more."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def marked_by(marks: str | Path) -> set[int]:
     """The pid of every process that left a mark."""
     return {int(pid) for path in Path(marks).iterdir() for pid in path.read_text().split()}

@@ -12,7 +12,7 @@ import ray
 
 from executor.status import WorkflowStatus
 from executor.store import NewTask
-from tests.waiting import count, eventually, mark
+from tests.waiting import count, eventually, mark, process_gone
 
 
 @ray.remote
@@ -189,7 +189,7 @@ def test_cancel_a_running_workflow(workflow, workflow_id, marks):
     # The running task is stopped (its worker, as Ray Workflows did): it ends without
     # finishing, so the task downstream of it, which needs its output, never starts.
     pid = int((marks / "nap-pid").read_text())
-    eventually(lambda: _gone(pid), what="the canceled nap's worker to be stopped")
+    eventually(lambda: process_gone(pid), what="the canceled nap's worker to be stopped")
     assert count(marks, "nap-finished") == 0
     assert count(marks, "after-nap") == 0
     assert workflow.get_status(workflow_id) == workflow.WorkflowStatus.CANCELED
@@ -410,14 +410,6 @@ def blocked_in_c(marks: str) -> str:
     return "unreachable"
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def test_cancel_stops_a_task_blocked_in_a_call_and_marks_its_tasks_canceled(
     workflow, workflow_id, marks, store
 ):
@@ -427,7 +419,7 @@ def test_cancel_stops_a_task_blocked_in_a_call_and_marks_its_tasks_canceled(
 
     workflow.cancel(workflow_id)
 
-    eventually(lambda: _gone(pid), what="the blocked worker to be stopped")
+    eventually(lambda: process_gone(pid), what="the blocked worker to be stopped")
     assert workflow.get_status(workflow_id) == WorkflowStatus.CANCELED
     assert {task.status.value for task in store.load_tasks(workflow_id)} == {"CANCELED"}
     assert count(marks, "after-nap") == 0

@@ -17,7 +17,7 @@ from executor.actors import find_manager
 from executor.pools import parse_rate
 from executor.status import TaskStatus
 from executor.store import Rate
-from tests.waiting import eventually
+from tests.waiting import eventually, process_gone
 
 
 @ray.remote
@@ -69,6 +69,11 @@ def pool(store) -> str:
 
 def in_pool(pool: str, **more):
     return api.options(pool=pool, **more)
+
+
+def next_in(pool: str, marks: Path):
+    """A task of ``pool`` that leaves ``marks/next`` at once."""
+    return timed.options(**in_pool(pool)).bind(str(marks), "next", 0.0)
 
 
 def test_twenty_tasks_of_five_workflows_never_pass_three(workflow, pool, marks, workflow_id):
@@ -157,10 +162,7 @@ def test_a_killed_workers_slot_comes_back(workflow, store, pool, marks, workflow
         dies_holding_a_slot.options(**in_pool(pool)).bind(str(marks)), workflow_id=workflow_id
     )
     eventually(lambda: Path(marks, "victim.started").exists(), what="the victim to start")
-    waiting = workflow.run_async(
-        timed.options(**in_pool(pool)).bind(str(marks), "next", 0.0),
-        workflow_id=f"{workflow_id}-next",
-    )
+    waiting = workflow.run_async(next_in(pool, marks), workflow_id=f"{workflow_id}-next")
     with pytest.raises(api.WorkflowExecutionError):
         ray.get(victim, timeout=60)
 
@@ -245,10 +247,7 @@ def test_a_call_ray_runs_again_keeps_the_slot_taken_at_submission(
         dies_once.options(**in_pool(pool)).bind(str(marks)), workflow_id=workflow_id
     )
     eventually(lambda: Path(marks, "again.started").exists(), what="Ray's second call")
-    waiting = workflow.run_async(
-        timed.options(**in_pool(pool)).bind(str(marks), "next", 0.0),
-        workflow_id=f"{workflow_id}-next",
-    )
+    waiting = workflow.run_async(next_in(pool, marks), workflow_id=f"{workflow_id}-next")
     eventually(lambda: store.get_pool(pool).queued == 1, what="the second run to queue")
 
     # While the task's second call runs, the slot stays its own: the other run waits
@@ -276,8 +275,7 @@ def test_a_canceled_runs_slot_comes_back(workflow, store, pool, marks, workflow_
 
     # Then the slot goes back, and the next task in the pool runs
     eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
-    task = timed.options(**in_pool(pool)).bind(str(marks), "next", 0.0)
-    assert workflow.run(task, workflow_id=f"{workflow_id}-next") == "next"
+    assert workflow.run(next_in(pool, marks), workflow_id=f"{workflow_id}-next") == "next"
 
 
 @ray.remote
@@ -307,21 +305,13 @@ def test_a_slot_taken_at_submission_follows_its_run_when_the_manager_dies(
 
     # Then the task it submitted dies with it, and the run, resumed, runs the task
     # again in the one slot: never two at once, and the slot back at the end
-    eventually(lambda: not _alive(first), what="the first attempt's worker to die")
+    eventually(lambda: process_gone(first), what="the first attempt's worker to die")
     again = eventually(lambda: set(_attempts(marks)) - {first}, timeout=60, what="a new attempt")
     assert len(again) == 1
     assert (store.get_pool(pool).used, store.get_pool(pool).queued) == (1, 0)
     Path(marks, "go").write_text("go")
     assert ray.get(ref, timeout=60) == again.pop()
     eventually(lambda: store.get_pool(pool).used == 0, what="the slot back")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_a_rate_of_five_a_second_holds_over_ten_seconds(workflow, store, pool, marks, workflow_id):
