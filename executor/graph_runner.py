@@ -130,7 +130,9 @@ class GraphRunner:
         self._nested = {u for task_id in needed for u in graph.tasks[task_id].nested}
         refs: dict[str, Any] = {}
         chains = self._chains(graph, needed)
-        here = _last_root(graph, chains) if self.state is None else None
+        here = None
+        if self.state is None:
+            chains, here = _in_place_last(graph, chains)
         holding = self._take_slots(graph, chains) if self.state is None else set()
         try:
             for i, chain in enumerate(chains):
@@ -424,23 +426,31 @@ class GraphRunner:
         return function
 
 
-def _last_root(graph: Graph, chains: list[list[tuple[str, int | str | None]]]) -> int | None:
-    """The chain a launcher may run in place of submitting it: the last one that needs no
-    other task, if every chain after it needs its output. All the others are submitted
-    before it runs, and those after it could not start before it ends, so running it
-    here delays nothing. None if there is no such chain."""
-    for i in range(len(chains) - 1, -1, -1):
-        head = chains[i][0][0]
-        if graph.tasks[head].upstream:
-            continue
-        after = {task_id for chain in chains[i + 1 :] for task_id, _ in chain}
-        needs = {task_id for task_id, _ in chains[i]}
-        for chain in chains[i + 1 :]:
-            for task_id, _ in chain:
-                if needs.intersection(graph.tasks[task_id].upstream):
-                    needs.add(task_id)
-        return i if after <= needs else None
-    return None
+def _in_place_last(
+    graph: Graph, chains: list[list[tuple[str, int | str | None]]]
+) -> tuple[list[list[tuple[str, int | str | None]]], int | None]:
+    """The chains reordered for a launcher to run one in place of submitting it, and
+    that one's index (None if there is none): the first chain that needs no other task,
+    after every chain that does not need its output. Those are submitted before it runs
+    and those after it could not start before it ends, so running it here delays
+    nothing. The first, as a recursion binds its largest call first (``fib(n - 1)``
+    before ``fib(n - 2)``): the submitted calls are then the smaller ones, and tend to
+    have finished when the tasks that take both outputs start."""
+    root = next(
+        (i for i, chain in enumerate(chains) if not graph.tasks[chain[0][0]].upstream), None
+    )
+    if root is None:
+        return chains, None
+    needs = {task_id for task_id, _ in chains[root]}
+    before, after = [], []
+    for chain in chains[root + 1 :]:
+        if any(needs.intersection(graph.tasks[task_id].upstream) for task_id, _ in chain):
+            needs.update(task_id for task_id, _ in chain)
+            after.append(chain)
+        else:
+            before.append(chain)
+    head = chains[:root] + before
+    return [*head, chains[root], *after], len(head)
 
 
 def _slot(spec: TaskSpec, upstream: str) -> int | str | None:

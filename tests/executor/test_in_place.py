@@ -41,6 +41,22 @@ def calls_changing_cpus(n: int) -> list[str]:
 
 
 @ray.remote
+def two_calls() -> tuple[str, str, str]:
+    """The Ray task of this call, then of the first and the second task it binds."""
+    return api.continuation(both.bind(_ray_task(), ray_task.bind(), ray_task.bind()))
+
+
+@ray.remote
+def ray_task() -> str:
+    return _ray_task()
+
+
+@ray.remote
+def both(outer: str, first: str, second: str) -> tuple[str, str, str]:
+    return outer, first, second
+
+
+@ray.remote
 def returns_a_continuation(marks: str) -> str:
     mark(marks, "outer")
     return api.continuation(dies_once.bind(marks))
@@ -58,6 +74,15 @@ def test_a_continuations_task_runs_in_the_call_of_the_task_that_returned_it(work
 
     assert len(found) == 6
     assert len(set(found)) == 1, found
+
+
+def test_of_tasks_that_need_no_other_the_first_runs_in_place_and_the_rest_are_submitted(
+    workflow, workflow_id
+):
+    outer, first, second = workflow.run(two_calls.bind(), workflow_id=workflow_id)
+
+    assert first == outer
+    assert second != outer
 
 
 def test_a_task_that_asks_for_other_resources_gets_a_call_of_its_own(workflow, workflow_id):
