@@ -11,6 +11,7 @@ task that runs chains, and the manager actor runs waits.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ import ray
 from executor.checkpoint import read_checkpoint
 from executor.config import StoreConfig, handles
 from executor.dag import Graph, TaskSpec, Upstream
+from executor.held_back import HeldBack
 from executor.stages import NOT_RECORDED, Call, Continued, Stage, TaskContext
 from executor.status import TaskStatus
 from executor.store import Checkpoint, NewTask, TaskRecord
@@ -44,6 +46,9 @@ def new_task_rows(graph: Graph, parent_task_id: str | None = None) -> list[NewTa
 class Launcher(Protocol):
     """How a runner puts work on the cluster."""
 
+    #: Whether ``here`` may run a chain in this process (else it never does).
+    runs_here: bool
+
     def chain(
         self, stages: tuple[Stage, ...], calls: list[Call], gate: Any = None
     ) -> ray.ObjectRef:
@@ -67,6 +72,9 @@ class Launcher(Protocol):
         for the tasks it submits; the task ids that hold one now. The others take
         theirs as they start."""
 
+
+#: Tasks run in one Ray call, each with where it takes the one before's output.
+Chain = list[tuple[str, int | str | None]]
 
 #: What a launcher's ``here`` returns for a chain it did not run.
 NOT_RUN: Any = object()
@@ -105,7 +113,8 @@ class GraphRunner:
         self.holding: dict[str, ray.ObjectRef] = {}
 
     def submit(self, graph: Graph, completes: tuple[str, ...] = ()) -> Any:
-        """Submit what the graph's output still needs; return the output's ref."""
+        """Submit what the graph's output still needs; return the output's ref, or, if
+        its chain ran in this process (``Launcher.here``), its value as ``Inline``."""
         return self._submit(graph, self._needed(graph, [graph.output]), completes)[graph.output]
 
     def submit_detached(self, graph: Graph) -> list[Any]:
@@ -130,22 +139,63 @@ class GraphRunner:
         self._nested = {u for task_id in needed for u in graph.tasks[task_id].nested}
         refs: dict[str, Any] = {}
         chains = self._chains(graph, needed)
-        here = None
-        if self.state is None:
-            chains, here = _in_place_last(graph, chains)
         holding = self._take_slots(graph, chains) if self.state is None else set()
+
+        def put(chain: Chain, here: bool = False) -> bool:
+            """Submit the chain, or run it here if ``here`` and the launcher will;
+            whether it ran here."""
+            last = chain[-1][0]
+            own_completes = completes if last == graph.output else ()
+            refs[last], ran = self._submit_chain(
+                graph, chain, refs, own_completes, here, chain[0][0] in holding
+            )
+            return ran
+
         try:
-            for i, chain in enumerate(chains):
-                last = chain[-1][0]
-                own_completes = completes if last == graph.output else ()
-                refs[last] = self._submit_chain(
-                    graph, chain, refs, own_completes, i == here, chain[0][0] in holding
-                )
+            if self.state is None and self.launcher.runs_here:
+                self._run_here_first(graph, chains, refs, put)
+            else:
+                for chain in chains:
+                    put(chain)
         finally:
             self._nested = outer
         return refs
 
-    def _chains(self, graph: Graph, needed: list[str]) -> list[list[tuple[str, int | str | None]]]:
+    def _run_here_first(
+        self,
+        graph: Graph,
+        chains: list[Chain],
+        refs: dict[str, Any],
+        put: Callable[..., bool],
+    ) -> None:
+        """Submit a fresh continuation's chains, running those whose inputs are all
+        values known here in place instead, one at a time, the first of them first:
+        while one runs, the others ready to run here are held back (``HeldBack``), and
+        submitted if it takes long. A chain that takes the output of one submitted is
+        submitted as soon as that one is."""
+        pending = list(range(len(chains)))
+        while pending:
+            known = [i for i in pending if _inputs(graph, chains[i]) <= refs.keys()]
+            local = [
+                i
+                for i in known
+                if all(isinstance(refs[u], Inline) for u in _inputs(graph, chains[i]))
+            ]
+            for i in known:
+                if i not in local:
+                    put(chains[i])
+            left: list[int] = []
+            if local:
+                first, rest = local[0], local[1:]
+                held = HeldBack(rest, lambda i: put(chains[i]))
+                try:
+                    if not put(chains[first], here=True):
+                        held.release()
+                finally:
+                    left = held.settle()
+            pending = [i for i in pending if i not in known or i in left]
+
+    def _chains(self, graph: Graph, needed: list[str]) -> list[Chain]:
         """The ``needed`` tasks (topologically ordered), cut into chains of one Ray call each:
         each task with where it takes its upstream's output in the chain (None first).
 
@@ -155,8 +205,8 @@ class GraphRunner:
         Chaining spares a Ray call per task.
         """
         consumers = Counter(u for task_id in needed for u in set(graph.tasks[task_id].upstream))
-        chains: list[list[tuple[str, int | str | None]]] = []
-        chain_of: dict[str, list[tuple[str, int | str | None]]] = {}
+        chains: list[Chain] = []
+        chain_of: dict[str, Chain] = {}
         for task_id in needed:
             spec = graph.tasks[task_id]
             chain, slot = None, None
@@ -178,9 +228,7 @@ class GraphRunner:
             chain_of[task_id] = chain
         return chains
 
-    def _take_slots(
-        self, graph: Graph, chains: list[list[tuple[str, int | str | None]]]
-    ) -> set[str]:
+    def _take_slots(self, graph: Graph, chains: list[Chain]) -> set[str]:
         """Pool slots taken for the chains that can start at once (their first task
         needs no other), one transaction per pool, rather than one by each as it starts."""
         wanted: dict[str, list[tuple[str, int]]] = {}
@@ -282,25 +330,27 @@ class GraphRunner:
             checkpoint = store.load_checkpoint(self.workflow_id, task_id)
             if checkpoint is not None and checkpoint.kind == "continuation":
                 continuation: Graph = read_checkpoint(checkpoint, blobs)
-                return Continued(self.submit(continuation, completes=(task_id, *completes)))
+                output = self.submit(continuation, completes=(task_id, *completes))
+                return output.value if isinstance(output, Inline) else Continued(output)
         return NOT_RECORDED
 
     def _submit_chain(
         self,
         graph: Graph,
-        chain: list[tuple[str, int | str | None]],
+        chain: Chain,
         refs: dict[str, Any],
         completes: tuple[str, ...],
         here: bool = False,
         holds_slot: bool = False,
-    ) -> Any:
+    ) -> tuple[Any, bool]:
         """Submit one chain (``here``: or run it in this process, if the launcher will;
-        ``holds_slot``: its first task's pool slot is taken)."""
+        ``holds_slot``: its first task's pool slot is taken); its output's ref or value,
+        and whether it ran here."""
         head = graph.tasks[chain[0][0]]
         if len(chain) == 1:
             standin = self.standin(head.task_id, completes)
             if standin is not NOT_RECORDED:
-                return self._handed_on(graph, head.task_id, standin)
+                return self._handed_on(graph, head.task_id, standin), False
 
         chained = {task_id for task_id, _ in chain}
 
@@ -341,7 +391,7 @@ class GraphRunner:
             # Waits are coroutines in the manager actor: they hold no CPU slot.
             ref = self.launcher.wait(context(head.task_id), head.kind, fill(head.args))
             self.submitted.append((ref, upstream_refs, False))
-            return ref
+            return ref, False
         stages, calls = [], []
         for task_id, slot in chain:
             spec = graph.tasks[task_id]
@@ -373,7 +423,7 @@ class GraphRunner:
             )
         ran = self.launcher.here(tuple(stages), calls) if here and gate is None else NOT_RUN
         if ran is not NOT_RUN:
-            return self._handed_on(graph, chain[-1][0], ran)
+            return self._handed_on(graph, chain[-1][0], ran, ran_here=True), True
         ref = self.launcher.chain(tuple(stages), calls, gate)
         self.submitted.append((ref, upstream_refs, True))
         if holds_slot and head.options.pool is not None:
@@ -382,17 +432,17 @@ class GraphRunner:
             for stage in stages:
                 if stage.ctx.options.pool == head.options.pool:
                     self.holding[stage.ctx.task_id] = ref
-        return ref
+        return ref, False
 
-    def _handed_on(self, graph: Graph, task_id: str, value: Any) -> Any:
+    def _handed_on(self, graph: Graph, task_id: str, value: Any, ran_here: bool = False) -> Any:
         """A task's output that is already known (it stood in, or ran in this process), as
         the tasks that take it get it: a ``Continued``'s ref, else the value itself."""
         if isinstance(value, Continued):
             return value.ref
         # Taken whole as an argument, a value goes inline with each call that takes it
-        # (Ray stores a large one itself); the output, and a value nested in another
-        # argument, must be a ref.
-        if task_id == graph.output or task_id in self._nested:
+        # (Ray stores a large one itself); a value nested in another argument must be a
+        # ref, and so must a stored value standing in for the output.
+        if (task_id == graph.output and not ran_here) or task_id in self._nested:
             return ray.put(value)
         return Inline(value)
 
@@ -426,31 +476,10 @@ class GraphRunner:
         return function
 
 
-def _in_place_last(
-    graph: Graph, chains: list[list[tuple[str, int | str | None]]]
-) -> tuple[list[list[tuple[str, int | str | None]]], int | None]:
-    """The chains reordered for a launcher to run one in place of submitting it, and
-    that one's index (None if there is none): the first chain that needs no other task,
-    after every chain that does not need its output. Those are submitted before it runs
-    and those after it could not start before it ends, so running it here delays
-    nothing. The first, as a recursion binds its largest call first (``fib(n - 1)``
-    before ``fib(n - 2)``): the submitted calls are then the smaller ones, and tend to
-    have finished when the tasks that take both outputs start."""
-    root = next(
-        (i for i, chain in enumerate(chains) if not graph.tasks[chain[0][0]].upstream), None
-    )
-    if root is None:
-        return chains, None
-    needs = {task_id for task_id, _ in chains[root]}
-    before, after = [], []
-    for chain in chains[root + 1 :]:
-        if any(needs.intersection(graph.tasks[task_id].upstream) for task_id, _ in chain):
-            needs.update(task_id for task_id, _ in chain)
-            after.append(chain)
-        else:
-            before.append(chain)
-    head = chains[:root] + before
-    return [*head, chains[root], *after], len(head)
+def _inputs(graph: Graph, chain: Chain) -> set[str]:
+    """The tasks whose outputs a chain takes, other than its own."""
+    own = {task_id for task_id, _ in chain}
+    return {u for task_id in own for u in graph.tasks[task_id].upstream} - own
 
 
 def _slot(spec: TaskSpec, upstream: str) -> int | str | None:

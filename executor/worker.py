@@ -39,7 +39,7 @@ from executor.errors import (
     WorkflowCancellationError,
     WorkflowError,
 )
-from executor.graph_runner import NOT_RUN, GraphRunner, new_task_rows
+from executor.graph_runner import NOT_RUN, GraphRunner, Inline, new_task_rows
 from executor.logs import AttemptLog, capture
 from executor.notices import NOTICES
 from executor.options import TaskOptions
@@ -550,7 +550,9 @@ def _continue(
     # Submitted from this worker, not through the manager: routing every expansion
     # through one actor makes it the bottleneck of a deep recursion.
     runner = GraphRunner(ctx.config, ctx.workflow_id, InPlaceLauncher(ctx.config, ctx))
-    return Continued(runner.submit(graph, completes=(ctx.task_id, *ctx.completes)))
+    output = runner.submit(graph, completes=(ctx.task_id, *ctx.completes))
+    # Its output's chain ran here to the end: the task's output is final already.
+    return output.value if isinstance(output, Inline) else Continued(output)
 
 
 def _place(
@@ -604,6 +606,7 @@ class RayLauncher:
 
     config: StoreConfig
     slot_owner: str | None = field(default=None, kw_only=True)
+    runs_here = False
 
     def chain(
         self, stages: tuple[Stage, ...], calls: list[Call], gate: Any = None
@@ -652,6 +655,7 @@ class InPlaceLauncher(RayLauncher):
     ObjectRef for Ray to resolve, and a task that returned it holding no pool slot."""
 
     parent: TaskContext
+    runs_here = True
 
     def here(self, stages: tuple[Stage, ...], calls: list[Call]) -> Any:
         depth = getattr(_in_place, "depth", 0)
