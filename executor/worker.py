@@ -5,13 +5,13 @@ workflow tasks (see ``executor.stages``), each fed the one before's output: the 
 function with its retries of application errors, then the checkpoint and the task's row
 in one transaction. A task that returns a continuation has the continuation's graph
 stored and submitted from here, and returns ``Continued(ref)``, where ``ref`` is the
-continuation's output.
+continuation's output (or the output's value, if it ran here).
 
 A task that receives a ``Continued`` follows it; if the value is not ready yet, the rest
 of its chain is submitted again with the ref as an argument instead of blocking a
-worker, so continuations hold no CPU while they wait. One chain of a continuation may
-run in place, in the call that expanded it (``InPlaceLauncher``): the tasks that take
-its output then wait for its final value instead.
+worker, so continuations hold no CPU while they wait. A continuation's chains may run
+in place, in the call that expanded it (``InPlaceLauncher``): the tasks that take their
+outputs then get final values instead.
 """
 
 from __future__ import annotations
@@ -644,11 +644,11 @@ _in_place = threading.local()
 
 @dataclass(frozen=True)
 class InPlaceLauncher(RayLauncher):
-    """The launcher of a continuation expanded in a worker, which runs one of its chains
-    in the Ray call of the task that returned it (the one ``GraphRunner`` offers: the
-    chains before it are submitted first, and those after it need its output). That
-    spares a Ray call, and the tasks that take its output wait for its final value, where
-    they would find a continuation's ``Continued`` and have to be submitted again.
+    """The launcher of a continuation expanded in a worker, which runs the chains
+    ``GraphRunner`` offers (those whose inputs are all values known here, one at a time,
+    the others held back meanwhile) in the Ray call of the task that returned it. That
+    spares Ray calls, and the tasks that take their outputs get final values, where they
+    would find a continuation's ``Continued`` and have to be submitted again.
 
     Only a chain that this call could have run as its own: the same Ray options (so the
     same resources), no scheduling strategy, no pool, no timeout, arguments that hold no
