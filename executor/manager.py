@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 import ray
-from ray.exceptions import RayError, RayTaskError, TaskCancelledError
+from ray.exceptions import ObjectLostError, RayError, RayTaskError, TaskCancelledError
 
 from executor.actors import NAMESPACE, manager_name, same_session, session_cache
 from executor.checkpoint import loads, make_checkpoint, preview, read_checkpoint
@@ -43,6 +43,9 @@ from executor.store import LEASE_TTL, Admission, Checkpoint, QueueLimits, owner_
 from executor.worker import RAY_TASK_EVENTS, RayLauncher
 
 log = logging.getLogger(__name__)
+#: How many times a run goes on from what is stored after losing an object it follows
+#: (``ObjectLostError``: the worker that owned it died) before it fails with that error.
+LOST_RESUMES = 3
 #: How often the manager looks for events it was not told about, for all mailboxes at once.
 MAILBOX_POLL = 1.0
 #: A waiter re-reads its own mailbox this often even without a wake-up: a safety net.
@@ -248,24 +251,20 @@ class WorkflowManager:
             if graph_data is None:
                 raise CheckpointError(f"Workflow {workflow_id!r} has no stored graph to run")
             graph: Graph = loads(graph_data)
-            state = None
-            if not fresh:
-                records = await asyncio.to_thread(store.load_tasks, workflow_id)
-                state = {record.task_id: record for record in records}
-            launcher = RayLauncher(self.config, slot_owner=self.owner)
-            runner = GraphRunner(self.config, workflow_id, launcher, state)
-            self.runners[workflow_id] = runner
-            if state is None and not graph.pools:
-                # A fresh run reads nothing: submitting is quick, non-blocking Ray calls.
-                output = runner.submit(graph)
-            elif state is None:  # it takes pool slots in the database
-                output = await asyncio.to_thread(runner.submit, graph)
-            else:  # a resume reads checkpoints from the database
-                detached = await asyncio.to_thread(runner.submit_detached, graph)
-                for ref in detached:
-                    await self._follow_within(workflow_id, ref, started, timeout_s)
-                output = await asyncio.to_thread(runner.submit, graph)
-            value = await self._follow_within(workflow_id, output, started, timeout_s)
+            for lost in range(LOST_RESUMES + 1):
+                try:
+                    value = await self._run_graph(workflow_id, graph, fresh, started, timeout_s)
+                    break
+                except RayError as error:
+                    cause = root_cause(error)
+                    if not isinstance(cause, ObjectLostError) or lost == LOST_RESUMES:
+                        raise
+                    # An object the run follows is gone with its owner: a worker that
+                    # submitted tasks of a continuation died after. No task failed; the
+                    # run goes on from what is stored, as a resume would.
+                    log.warning("Workflow %s resumes: %s", workflow_id, one_line(cause))
+                    self._drop_runner(workflow_id)
+                    fresh = False
         except WorkflowTimeoutError:
             raise
         except asyncio.CancelledError:
@@ -293,6 +292,36 @@ class WorkflowManager:
             return value.value
         await self._outcomes.record(workflow_id, WorkflowStatus.SUCCESSFUL, preview(value))
         return value
+
+    async def _run_graph(
+        self,
+        workflow_id: str,
+        graph: Graph,
+        fresh: bool,
+        started: float,
+        timeout_s: float | None,
+    ) -> Any:
+        """Submit the run's graph (a fresh run, or what a resume still needs) and follow
+        its output."""
+        store = handles(self.config).store
+        state = None
+        if not fresh:
+            records = await asyncio.to_thread(store.load_tasks, workflow_id)
+            state = {record.task_id: record for record in records}
+        launcher = RayLauncher(self.config, slot_owner=self.owner)
+        runner = GraphRunner(self.config, workflow_id, launcher, state)
+        self.runners[workflow_id] = runner
+        if state is None and not graph.pools:
+            # A fresh run reads nothing: submitting is quick, non-blocking Ray calls.
+            output = runner.submit(graph)
+        elif state is None:  # it takes pool slots in the database
+            output = await asyncio.to_thread(runner.submit, graph)
+        else:  # a resume reads checkpoints from the database
+            detached = await asyncio.to_thread(runner.submit_detached, graph)
+            for ref in detached:
+                await self._follow_within(workflow_id, ref, started, timeout_s)
+            output = await asyncio.to_thread(runner.submit, graph)
+        return await self._follow_within(workflow_id, output, started, timeout_s)
 
     async def _follow_within(
         self, workflow_id: str, output: Any, started: float, timeout_s: float | None

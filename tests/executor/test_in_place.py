@@ -80,6 +80,35 @@ def test_a_continuations_task_runs_in_the_call_of_the_task_that_returned_it(work
     assert len(set(found)) == 1, found
 
 
+@ray.remote
+def two_then_one_dies(marks: str) -> list[str]:
+    return api.continuation(pair.bind(noted.bind(marks, "first"), dies_once.bind(marks)))
+
+
+@ray.remote
+def noted(marks: str, name: str) -> str:
+    mark(marks, name)
+    return name
+
+
+@ray.remote
+def pair(first: str, second: str) -> list[str]:
+    return [first, second]
+
+
+def test_a_worker_that_dies_in_the_second_of_a_continuations_tasks_runs_only_that_again(
+    workflow, workflow_id, marks
+):
+    # Held back behind the first, the second runs in place or on its own: either way
+    # the first, checkpointed, does not run again.
+    found = workflow.run(two_then_one_dies.bind(str(marks)), workflow_id=workflow_id)
+
+    assert found == ["first", "done"]
+    assert count(marks, "first") == 1
+    assert count(marks, "inner") == 2
+    assert workflow.get_status(workflow_id) == api.SUCCESSFUL
+
+
 def test_a_continuation_of_quick_tasks_runs_in_the_call_that_returned_it(workflow, workflow_id):
     # The second is held back only while the first runs: on a loaded machine the first
     # (with its database write) may outlast that, so some of the runs may go elsewhere.
