@@ -173,18 +173,16 @@ class GraphRunner:
         while one runs, the others ready to run here are held back (``HeldBack``), and
         submitted if it takes long. A chain that takes the output of one submitted is
         submitted as soon as that one is."""
+        inputs = [_inputs(graph, chain) for chain in chains]
         pending = list(range(len(chains)))
         while pending:
-            known = [i for i in pending if _inputs(graph, chains[i]) <= refs.keys()]
-            local = [
-                i
-                for i in known
-                if all(isinstance(refs[u], Inline) for u in _inputs(graph, chains[i]))
-            ]
+            known = [i for i in pending if inputs[i] <= refs.keys()]
+            local = [i for i in known if all(isinstance(refs[u], Inline) for u in inputs[i])]
+            here = set(local)
             for i in known:
-                if i not in local:
+                if i not in here:
                     put(chains[i])
-            left: list[int] = []
+            left: set[int] = set()
             if local:
                 first, rest = local[0], local[1:]
                 held = HeldBack(rest, lambda i: put(chains[i]))
@@ -192,8 +190,9 @@ class GraphRunner:
                     if not put(chains[first], here=True):
                         held.release()
                 finally:
-                    left = held.settle()
-            pending = [i for i in pending if i not in known or i in left]
+                    left = set(held.settle())
+            done = set(known) - left
+            pending = [i for i in pending if i not in done]
 
     def _chains(self, graph: Graph, needed: list[str]) -> list[Chain]:
         """The ``needed`` tasks (topologically ordered), cut into chains of one Ray call each:
